@@ -1,0 +1,82 @@
+"""Preallocated KV cache shared by the encoder (the only writer) and the decoder (a reader).
+
+Layout per layer: keys and values of shape (B, kv_heads, max_length, head_dim), allocated once. All rows share
+one slot counter `length`; prompts of different lengths are left-padded, and `valid` marks the slots that hold
+real tokens so attention can skip the padding. A token's position id is its slot, as in the reference: RoPE
+only sees differences of positions, so a padded row computes what it computes alone, up to rounding.
+
+The slots past `length` are scratch space: the decoder writes its canvas keys and values there for the
+duration of one forward (they are never part of the cache's content), which saves a concatenation per layer
+and step. `max_length` must therefore leave room for one canvas beyond the committed tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import ModelConfig
+
+
+class CacheFullError(RuntimeError):
+    pass
+
+
+class KVCache:
+    def __init__(self, config: ModelConfig, batch_size: int, max_length: int, dtype: torch.dtype,
+                 device: torch.device | str = "cpu"):
+        if batch_size < 1 or max_length < 1:
+            raise ValueError(f"cache needs batch_size >= 1 and max_length >= 1 (got {batch_size}, {max_length})")
+        self.config, self.batch_size, self.max_length = config, batch_size, max_length
+        self.keys, self.values = [], []
+        for layer in range(config.num_layers):
+            shape = (batch_size, config.layer_kv_heads(layer), max_length, config.layer_head_dim(layer))
+            self.keys.append(torch.zeros(shape, dtype=dtype, device=device))
+            self.values.append(torch.zeros(shape, dtype=dtype, device=device))
+        self.valid = torch.zeros(batch_size, max_length, dtype=torch.bool, device=device)
+        self.length = 0
+        self.padded = False  # any invalid slot below `length`: attention then needs a key mask
+
+    @property
+    def device(self) -> torch.device:
+        return self.valid.device
+
+    def reserve(self, n: int, what: str) -> None:
+        if self.length + n > self.max_length:
+            raise CacheFullError(f"{what} needs {self.length + n} cache slots but the cache holds {self.max_length}; "
+                                 f"create it with a larger max_length")
+
+    def reset(self) -> None:
+        """Forget everything (the buffers are reused, nothing is reallocated)."""
+        self.valid.zero_()
+        self.length = 0
+        self.padded = False
+
+    def truncate(self, length: int) -> None:
+        """Drop the slots from `length` on, e.g. to re-generate the end of a conversation."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot truncate a cache of length {self.length} to {length}")
+        self.valid[:, length:] = False
+        self.length = length
+
+    def append_slots(self, n: int, valid: torch.Tensor | None = None) -> tuple[int, torch.Tensor]:
+        """Claim n slots for (B, n) tokens; `valid` (B, n) marks the real ones (None: all).
+
+        Returns the first slot and the (1, n) position ids of the new tokens."""
+        self.reserve(n, f"encoding {n} tokens")
+        start = self.length
+        if valid is None:
+            self.valid[:, start:start + n] = True
+        else:
+            if valid.shape != (self.batch_size, n):
+                raise ValueError(f"attention_mask has shape {tuple(valid.shape)}, expected {(self.batch_size, n)}")
+            valid = valid.to(device=self.device, dtype=torch.bool)
+            self.valid[:, start:start + n] = valid
+            self.padded = self.padded or not bool(valid.all())
+        self.length = start + n
+        return start, self.positions(start, n)
+
+    def positions(self, start: int, n: int) -> torch.Tensor:
+        return torch.arange(start, start + n, device=self.device)[None]
+
+    def bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)

@@ -1,0 +1,214 @@
+"""Reading and writing checkpoints in the reference's on-disk format (safetensors only, nothing unpickled).
+
+The reference stores the shared weight stack under `model.decoder.*`; the encoder contributes only its own
+per-layer `layer_scalar`; `lm_head` and the encoder's copies are tied to the decoder's. Weights are streamed
+one tensor at a time into a model built on the meta device, converted straight to the target dtype and device,
+so loading never holds more than the weights plus one tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .config import ConfigError, ModelConfig, get_preset, PRESETS
+from .model import DiffusionGemma
+
+log = logging.getLogger("dgemma")
+
+CONFIG, WEIGHTS, INDEX, GENERATION = "config.json", "model.safetensors", "model.safetensors.index.json", \
+    "generation_config.json"
+VISION_PREFIXES = ("model.encoder.vision_tower.", "model.encoder.embed_vision.")
+_ENCODER_SCALAR = re.compile(r"model\.encoder\.language_model\.layers\.(\d+)\.layer_scalar$")
+_TIED_COPIES = re.compile(r"(lm_head\.weight|model\.encoder\.language_model\..*)$")
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float64": torch.float64, "fp64": torch.float64,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+GENERATION_DEFAULTS = {
+    "max_new_tokens": 256, "max_denoising_steps": 48, "t_min": 0.4, "t_max": 0.8, "stability_threshold": 1,
+    "confidence_threshold": 0.005, "sampler_config": {"entropy_bound": 0.1, "_cls_name": "EntropyBoundSamplerConfig"},
+    "eos_token_id": [1, 106, 50], "pad_token_id": 0, "bos_token_id": 2,
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message names the file and, where known, the key."""
+
+
+def parse_dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def to_reference_key(ours: str) -> str:
+    m = re.fullmatch(r"layers\.(\d+)\.encoder_layer_scalar", ours)
+    if m:
+        return f"model.encoder.language_model.layers.{m.group(1)}.layer_scalar"
+    return "model.decoder." + ours.replace("self_conditioning.body.", "self_conditioning.")
+
+
+def from_reference_key(ref: str) -> str | None:
+    """Our state-dict name for a reference key; None for tied copies we take from the decoder."""
+    m = _ENCODER_SCALAR.match(ref)
+    if m:
+        return f"layers.{m.group(1)}.encoder_layer_scalar"
+    if ref.startswith("model.decoder."):
+        key = ref[len("model.decoder."):]
+        return re.sub(r"^self_conditioning\.(gate_proj|up_proj|down_proj)", r"self_conditioning.body.\1", key)
+    if _TIED_COPIES.match(ref):
+        return None
+    raise KeyError(ref)
+
+
+def build_model(config: ModelConfig, dtype: torch.dtype, device) -> DiffusionGemma:
+    """A model whose tensors are not yet allocated (meta device), to be filled by the loader."""
+    with torch.device("meta"):
+        model = DiffusionGemma(config)
+    return model.to(dtype=dtype)
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    index = directory / INDEX
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{index}: malformed index ({e})") from None
+        files = sorted({directory / name for name in weight_map.values()})
+        for f in files:
+            if not f.exists():
+                raise CheckpointError(f"{index}: names shard {f.name}, which does not exist")
+        return files
+    single = directory / WEIGHTS
+    if not single.exists():
+        raise CheckpointError(f"{directory}: no {WEIGHTS} or {INDEX} found")
+    return [single]
+
+
+def _assign(model: DiffusionGemma, name: str, tensor: torch.Tensor) -> None:
+    module_name, _, attr = name.rpartition(".")
+    module = model.get_submodule(module_name) if module_name else model
+    if attr in module._parameters:
+        module._parameters[attr] = torch.nn.Parameter(tensor, requires_grad=tensor.is_floating_point())
+    else:
+        module._buffers[attr] = tensor
+
+
+def load_model(path_or_preset, dtype=torch.float32, device="cpu", seed: int = 0) -> DiffusionGemma:
+    """A checkpoint directory in the reference layout, or a preset name (random weights from `seed`)."""
+    dtype, device = parse_dtype(dtype), torch.device(device)
+    path = Path(path_or_preset)
+    if not path.is_dir():
+        if str(path_or_preset) in PRESETS:
+            model = DiffusionGemma(get_preset(str(path_or_preset))).to(device=device, dtype=dtype)
+            model.init_weights(torch.Generator(device=device).manual_seed(seed))
+            model.generation_defaults = dict(GENERATION_DEFAULTS)
+            return model
+        if path.exists():
+            raise CheckpointError(f"{path}: not a directory (expected a checkpoint directory or a preset name)")
+        raise CheckpointError(f"{path}: no such checkpoint directory, and not a preset "
+                              f"(presets: {', '.join(sorted(PRESETS))})")
+    try:
+        config = ModelConfig.from_json_file(path / CONFIG)
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+    model = build_model(config, dtype, device)
+    expected = dict(model.state_dict())
+    loaded, vision_skipped = set(), 0
+    for file in _weight_files(path):
+        try:
+            handle = safe_open(str(file), framework="pt", device="cpu")
+        except (SafetensorError, OSError, Exception) as e:  # header unreadable: truncated or not safetensors
+            raise CheckpointError(f"{file}: cannot read safetensors header ({e})") from None
+        with handle:
+            for key in handle.keys():
+                if key.startswith(VISION_PREFIXES):
+                    vision_skipped += 1
+                    continue
+                try:
+                    ours = from_reference_key(key)
+                except KeyError:
+                    raise CheckpointError(f"{file}: unexpected key {key}") from None
+                if ours is None:
+                    continue
+                if ours not in expected:
+                    raise CheckpointError(f"{file}: unexpected key {key} (not in a model with this config)")
+                want = tuple(expected[ours].shape)
+                try:
+                    shape = tuple(handle.get_slice(key).get_shape())
+                    if shape != want:
+                        raise CheckpointError(f"{file}: {key} has shape {shape} but config.json implies {want}")
+                    tensor = handle.get_tensor(key)
+                except SafetensorError as e:
+                    raise CheckpointError(f"{file}: cannot read {key} (truncated or corrupt: {e})") from None
+                _assign(model, ours, tensor.to(device=device, dtype=dtype))
+                loaded.add(ours)
+    missing = sorted(set(expected) - loaded)
+    if missing:
+        raise CheckpointError(f"{path}: missing key {to_reference_key(missing[0])}"
+                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    if vision_skipped:
+        log.warning("%s: skipped %d vision-tower tensors (image input is not supported yet)", path, vision_skipped)
+    model.reset_buffers()
+    for name, buf in model.named_buffers():  # non-persistent buffers were rebuilt above; make sure all are real
+        if buf.is_meta:
+            raise CheckpointError(f"{path}: internal error, buffer {name} not materialised")
+    model.generation_defaults = read_generation_config(path)
+    return model
+
+
+def read_generation_config(path: Path) -> dict:
+    defaults = dict(GENERATION_DEFAULTS)
+    file = path / GENERATION
+    if file.exists():
+        try:
+            found = json.loads(file.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{file}: not valid JSON ({e.msg})") from None
+        defaults.update({k: v for k, v in found.items() if v is not None and k in defaults})
+    return defaults
+
+
+def save_model(model: DiffusionGemma, path, max_shard_bytes: int = 5 * 2**30) -> None:
+    """Write config.json, generation_config.json and (sharded if large) model.safetensors."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {to_reference_key(k): v.detach().contiguous() for k, v in model.state_dict().items()}
+    shards, current, size = [], {}, 0
+    for key, t in tensors.items():
+        nbytes = t.numel() * t.element_size()
+        if current and size + nbytes > max_shard_bytes:
+            shards.append(current)
+            current, size = {}, 0
+        current[key] = t.cpu()
+        size += nbytes
+    shards.append(current)
+    for stale in [path / WEIGHTS, path / INDEX, *path.glob("model-*-of-*.safetensors")]:
+        stale.unlink(missing_ok=True)
+    if len(shards) == 1:
+        save_file(shards[0], str(path / WEIGHTS), metadata={"format": "pt"})
+    else:
+        weight_map = {}
+        for i, shard in enumerate(shards, 1):
+            name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(path / name), metadata={"format": "pt"})
+            weight_map.update({k: name for k in shard})
+        total = sum(t.numel() * t.element_size() for t in tensors.values())
+        (path / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    config = model.config.to_hf_dict()
+    config["dtype"] = str(model.dtype).removeprefix("torch.")
+    config["transformers_version"] = "5.23.0"
+    (path / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    generation = dict(getattr(model, "generation_defaults", GENERATION_DEFAULTS))
+    generation["transformers_version"] = "5.23.0"
+    (path / GENERATION).write_text(json.dumps(generation, indent=2) + "\n")

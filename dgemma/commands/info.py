@@ -1,0 +1,64 @@
+"""`dgemma info`: what a checkpoint or preset is, and what it costs, without allocating its weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..checkpoint import CONFIG
+from ..config import FULL, ModelConfig, get_preset
+
+BYTES_PER_PARAM = {"bf16": 2.0, "fp8": 1.0, "int4": 0.5}
+
+
+def load_config(path_or_preset: str) -> ModelConfig:
+    path = Path(path_or_preset)
+    if path.is_dir():
+        return ModelConfig.from_json_file(path / CONFIG)
+    if path.suffix == ".json" and path.exists():
+        return ModelConfig.from_json_file(path)
+    return get_preset(path_or_preset)
+
+
+def summary(config: ModelConfig) -> dict:
+    total, active = config.num_parameters(), config.num_parameters(active=True)
+    return {
+        "vocab_size": config.vocab_size, "hidden_size": config.hidden_size, "layers": config.num_layers,
+        "global_layers": [i for i, t in enumerate(config.layer_types) if t == FULL],
+        "heads": config.num_heads, "kv_heads_sliding": config.num_kv_heads, "head_dim_sliding": config.head_dim,
+        "kv_heads_global": config.num_global_kv_heads, "head_dim_global": config.global_head_dim,
+        "sliding_window": config.sliding_window, "experts": config.num_experts, "top_k": config.top_k_experts,
+        "expert_width": config.moe_intermediate_size, "dense_width": config.intermediate_size,
+        "canvas_length": config.canvas_length, "parameters": total, "active_parameters": active,
+        "weight_bytes": {k: int(total * b) for k, b in BYTES_PER_PARAM.items()},
+    }
+
+
+def run(args) -> int:
+    info = summary(load_config(args.model))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    gib = {k: v / 2**30 for k, v in info["weight_bytes"].items()}
+    print(f"model            {args.model}")
+    print(f"shape            {info['layers']} layers (global: {info['global_layers']}), hidden {info['hidden_size']}, "
+          f"vocab {info['vocab_size']:,}, canvas {info['canvas_length']}")
+    print(f"attention        {info['heads']} query heads; sliding: {info['kv_heads_sliding']} kv x "
+          f"{info['head_dim_sliding']}, window {info['sliding_window']}; global: {info['kv_heads_global']} kv x "
+          f"{info['head_dim_global']} (k = v)")
+    print(f"feed-forward     dense {info['dense_width']} + MoE top-{info['top_k']} of {info['experts']} experts "
+          f"x {info['expert_width']}")
+    print(f"parameters       {info['parameters']:,} total, {info['active_parameters']:,} active per token "
+          f"({info['active_parameters'] / 1e9:.2f}e9)")
+    print("weight memory    " + ", ".join(f"{k} {v:.2f} GiB" for k, v in gib.items()))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("info", help="summarise a checkpoint or preset: shapes, parameter counts, weight memory",
+                       description="Print a model's configuration, total and active parameter counts, and weight "
+                       "memory in bf16 / fp8 / int4, computed from config.json alone (no weights are loaded).")
+    p.add_argument("model", help="checkpoint directory, config.json path, or preset name "
+                   "(e.g. diffusiongemma-26b-a4b, tiny, small)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)

@@ -1,0 +1,389 @@
+"""The DiffusionGemma text model: one Gemma 4 MoE weight stack used twice (DESIGN.md section 1).
+
+- `encode`: causal attention over new tokens; the only writer of the KV cache.
+- `denoise`: bidirectional attention of a canvas over `[cached keys ; canvas keys]`, with the self-conditioning
+  block on its input; reads the cache and leaves it unchanged.
+
+Every numeric step follows the reference (transformers 5.23 `models/diffusion_gemma`), including where it
+computes in float32 (norms, RoPE tables, router softmax, logits), so that float64 runs agree to rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cache import KVCache
+from .config import SLIDING, ModelConfig
+
+# kv_fn(layer, k, v) -> (keys, values, mask): how a layer's new keys/values meet the ones it attends to.
+KVFn = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """x * (mean(x^2) + eps)^-1/2 * w, computed in float32 like the reference (weights start at 1)."""
+    xf = x.float()
+    y = xf * torch.pow(xf.pow(2).mean(-1, keepdim=True) + eps, -0.5)
+    if weight is not None:
+        y = y * weight.float()
+    return y.type_as(x)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float, with_scale: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim)) if with_scale else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.weight, self.eps)
+
+
+def rope_inv_freq(config: ModelConfig, kind: str) -> torch.Tensor:
+    """Inverse frequencies (head_dim/2,) in float32. "proportional" rotates the first
+    partial_rotary_factor of the pairs with exponents over the full head_dim and leaves the rest unrotated."""
+    params = config.rope_parameters[kind]
+    head_dim = config.head_dim if kind == SLIDING else config.global_head_dim
+    base, factor = params["rope_theta"], params.get("partial_rotary_factor", 1.0)
+    if params.get("rope_type", "default") == "proportional":
+        rotated, denom = int(factor * head_dim // 2), head_dim
+    else:
+        denom = int(head_dim * factor)
+        rotated = denom // 2
+    inv = 1.0 / (base ** (torch.arange(0, 2 * rotated, 2, dtype=torch.int64).float() / denom))
+    return torch.cat([inv, torch.zeros(head_dim // 2 - rotated)]) / params.get("factor", 1.0)
+
+
+def rope_tables(positions: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype):
+    """(B, n) positions -> cos, sin of shape (B, n, 1, head_dim), computed in float32 then cast."""
+    freqs = positions[..., None].float() * inv_freq
+    emb = torch.cat((freqs, freqs), dim=-1)[:, :, None, :]
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    """Sliding layers: their own V projection. Global layers: V is K before k_norm and RoPE (no v_proj)."""
+
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        H, self.head_dim = config.hidden_size, config.layer_head_dim(layer)
+        self.num_heads, self.num_kv_heads = config.num_heads, config.layer_kv_heads(layer)
+        self.eps = config.rms_norm_eps
+        self.q_proj = nn.Linear(H, self.num_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(H, self.num_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(H, self.num_kv_heads * self.head_dim, bias=False) if config.is_sliding(layer) else None
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, H, bias=False)
+        self.q_norm = RMSNorm(self.head_dim, self.eps)
+        self.k_norm = RMSNorm(self.head_dim, self.eps)
+
+    def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """(B, n, H) -> q (B, heads, n, D), k and v (B, kv_heads, n, D)."""
+        B, n, _ = x.shape
+        q = apply_rope(self.q_norm(self.q_proj(x).view(B, n, -1, self.head_dim)), cos, sin)
+        k_raw = self.k_proj(x).view(B, n, -1, self.head_dim)
+        v = rms_norm(self.v_proj(x).view(B, n, -1, self.head_dim) if self.v_proj is not None else k_raw, None, self.eps)
+        k = apply_rope(self.k_norm(k_raw), cos, sin)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+    def attend(self, q, keys, values, mask) -> torch.Tensor:
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=1.0,
+                                             enable_gqa=self.num_heads != self.num_kv_heads)
+        B, _, n, _ = q.shape
+        return self.o_proj(out.transpose(1, 2).reshape(B, n, -1))
+
+
+class MLP(nn.Module):
+    """Gated GeLU(tanh) feed-forward; also the body of the self-conditioning block."""
+
+    def __init__(self, hidden: int, width: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, width, bias=False)
+        self.up_proj = nn.Linear(hidden, width, bias=False)
+        self.down_proj = nn.Linear(width, hidden, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
+
+
+class Router(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.eps, self.k = config.rms_norm_eps, config.top_k_experts
+        self.root = config.hidden_size ** -0.5
+        self.proj = nn.Linear(config.hidden_size, config.num_experts, bias=False)
+        self.scale = nn.Parameter(torch.ones(config.hidden_size))
+        self.per_expert_scale = nn.Parameter(torch.ones(config.num_experts))
+
+    def forward(self, x: torch.Tensor):
+        """(T, H) raw residual -> top-k weights (T, k) float32 and expert ids (T, k)."""
+        scores = self.proj(rms_norm(x, None, self.eps) * self.scale * self.root)
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
+        weights, index = torch.topk(probs, self.k, dim=-1)
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+        return weights * self.per_expert_scale[index], index
+
+
+class Experts(nn.Module):
+    """All experts' weights as 3-D tensors, computed grouped: assignments sorted by expert, one grouped matmul."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        E, H, I = config.num_experts, config.hidden_size, config.moe_intermediate_size
+        self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * I, H))
+        self.down_proj = nn.Parameter(torch.empty(E, H, I))
+        # torch._grouped_mm needs float32/bf16/fp16 and 16-byte aligned rows
+        self.aligned = H % 8 == 0 and I % 8 == 0
+
+    def forward(self, x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        T, K = index.shape
+        flat = index.reshape(-1)
+        order = flat.argsort(stable=True)
+        xs = x[order // K]  # (T*K, H), grouped by expert
+        counts = torch.bincount(flat, minlength=self.gate_up_proj.shape[0])
+        if self.aligned and x.dtype in (torch.float32, torch.bfloat16, torch.float16):
+            offs = counts.cumsum(0, dtype=torch.int32)
+            gate, up = torch._grouped_mm(xs, self.gate_up_proj.transpose(1, 2), offs=offs).chunk(2, dim=-1)
+            ys = torch._grouped_mm(F.gelu(gate, approximate="tanh") * up, self.down_proj.transpose(1, 2), offs=offs)
+        else:  # float64 and odd shapes: one matmul per expert that has tokens (needs the counts on the host)
+            parts = []
+            for e, xe in enumerate(xs.split(counts.tolist())):
+                if len(xe):
+                    gate, up = F.linear(xe, self.gate_up_proj[e]).chunk(2, dim=-1)
+                    parts.append(F.linear(F.gelu(gate, approximate="tanh") * up, self.down_proj[e]))
+            ys = torch.cat(parts)
+        ys = (ys * weights.reshape(-1)[order, None]).to(x.dtype)
+        out = torch.empty_like(ys)
+        out[order] = ys
+        return out.view(T, K, -1).sum(1)
+
+
+class Block(nn.Module):
+    """Attention, then a dense MLP and an MoE branch side by side; each output normed, summed, normed again."""
+
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        H, eps = config.hidden_size, config.rms_norm_eps
+        self.index = layer
+        self.self_attn = Attention(config, layer)
+        self.mlp = MLP(H, config.intermediate_size)
+        self.router = Router(config)
+        self.experts = Experts(config)
+        for name in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                     "post_feedforward_layernorm", "post_feedforward_layernorm_1", "pre_feedforward_layernorm_2",
+                     "post_feedforward_layernorm_2"):
+            setattr(self, name, RMSNorm(H, eps))
+        self.register_buffer("layer_scalar", torch.ones(1))  # decoder's
+        self.register_buffer("encoder_layer_scalar", torch.ones(1))  # the encoder keeps its own
+
+    def forward(self, x, cos, sin, kv_fn: KVFn, encoder: bool) -> torch.Tensor:
+        q, k, v = self.self_attn.project(self.input_layernorm(x), cos, sin)
+        keys, values, mask = kv_fn(self.index, k, v)
+        x = x + self.post_attention_layernorm(self.self_attn.attend(q, keys, values, mask))
+        dense = self.post_feedforward_layernorm_1(self.mlp(self.pre_feedforward_layernorm(x)))
+        flat = x.reshape(-1, x.shape[-1])
+        weights, index = self.router(flat)
+        moe = self.post_feedforward_layernorm_2(
+            self.experts(self.pre_feedforward_layernorm_2(flat), index, weights).view_as(x))
+        x = x + self.post_feedforward_layernorm(dense + moe)
+        return x * (self.encoder_layer_scalar if encoder else self.layer_scalar)
+
+
+class SelfConditioning(nn.Module):
+    """Turns the previous step's logits (as soft embeddings) into a signal added to the canvas embeddings."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.pre_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.body = MLP(config.hidden_size, config.intermediate_size)
+        self.eps = config.rms_norm_eps
+
+    def forward(self, embeds: torch.Tensor, soft: torch.Tensor | None) -> torch.Tensor:
+        if soft is None:  # first step: a zero signal, and the body maps zero to exactly zero (no biases)
+            return rms_norm(embeds, None, self.eps)
+        return rms_norm(embeds + self.body(self.pre_norm(soft)), None, self.eps)
+
+
+class DiffusionGemma(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_conditioning = SelfConditioning(config)
+        self.kinds = sorted(set(config.layer_types))
+        for kind in self.kinds:
+            self.register_buffer(f"inv_freq_{kind}", rope_inv_freq(config, kind), persistent=False)
+        self._scale_cache: dict = {}
+
+    # --- construction ------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_preset, dtype: torch.dtype = torch.float32, device="cpu") -> "DiffusionGemma":
+        from .checkpoint import load_model
+        return load_model(path_or_preset, dtype=dtype, device=device)
+
+    def save_pretrained(self, path, max_shard_bytes: int = 5 * 2**30) -> None:
+        from .checkpoint import save_model
+        save_model(self, path, max_shard_bytes=max_shard_bytes)
+
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator | None = None) -> None:
+        """The reference's initialisation: normal(0, initializer_range) matrices, unit norms and scales."""
+        std = self.config.initializer_range
+        for name, p in self.named_parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, std, generator=generator)
+            else:
+                p.fill_(1.0)
+        self.embed_tokens.weight[self.config.pad_token_id].zero_()
+        for layer in self.layers:
+            layer.layer_scalar.fill_(1.0)
+            layer.encoder_layer_scalar.fill_(1.0)
+        self.reset_buffers()
+
+    def reset_buffers(self) -> None:
+        """Recompute derived buffers (after building on the meta device)."""
+        device = self.embed_tokens.weight.device
+        for kind in self.kinds:
+            setattr(self, f"inv_freq_{kind}", rope_inv_freq(self.config, kind).to(device))
+        self._scale_cache.clear()
+
+    def _apply(self, fn, recurse=True):
+        """Keep RoPE tables in float32 whatever `.to(dtype)` does to the weights."""
+        result = super()._apply(fn, recurse)
+        self.reset_buffers()
+        return result
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed_tokens.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    def new_cache(self, batch_size: int, max_length: int) -> KVCache:
+        return KVCache(self.config, batch_size, max_length, dtype=self.dtype, device=self.device)
+
+    # --- shared pieces -----------------------------------------------------------------------------------
+    def embed_scale(self) -> torch.Tensor:
+        """sqrt(hidden) rounded to the weights' dtype, as the reference's buffer is (53.07 -> 53.0 in bf16)."""
+        key = (self.dtype, self.device)
+        if key not in self._scale_cache:
+            self._scale_cache[key] = torch.tensor(self.config.hidden_size ** 0.5, dtype=self.dtype,
+                                                  device=self.device)
+        return self._scale_cache[key]
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(ids) * self.embed_scale()
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Tied head, then `cap * tanh(logits / cap)` in float32 (in place: one (.., V) tensor)."""
+        cap = self.config.final_logit_softcapping
+        out = F.linear(hidden, self.embed_tokens.weight).float()
+        return out.div_(cap).tanh_().mul_(cap)
+
+    def soft_embeddings(self, logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        w = self.embed_tokens.weight
+        soft = torch.matmul(logits.softmax(dim=-1, dtype=torch.float32).to(w.dtype), w) * self.embed_scale()
+        if mask is not None:  # per-example switch: False rows get exactly the "no previous logits" signal
+            soft = soft * mask.to(soft.dtype)[:, None, None]
+        return soft
+
+    def run_layers(self, x: torch.Tensor, positions: torch.Tensor, kv_fn: KVFn, encoder: bool,
+                   checkpoint: bool = False) -> torch.Tensor:
+        """The weight stack over (B, n, H) inputs at (B, n) positions; returns final-normed hidden states."""
+        tables = {kind: rope_tables(positions, getattr(self, f"inv_freq_{kind}"), x.dtype) for kind in self.kinds}
+        for layer in self.layers:
+            cos, sin = tables[self.config.layer_types[layer.index]]
+            if checkpoint and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, kv_fn, encoder, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, kv_fn, encoder)
+        return self.norm(x)
+
+    def window_start(self, layer: int, slot: int) -> int:
+        """First cache slot a query at `slot` may see: sliding layers keep window-1 earlier tokens."""
+        return max(0, slot - (self.config.sliding_window - 1)) if self.config.is_sliding(layer) else 0
+
+    # --- encoder: causal, appends to the cache ------------------------------------------------------------
+    def encode(self, input_ids: torch.Tensor, cache: KVCache, attention_mask: torch.Tensor | None = None):
+        """Run the causal encoder over (B, n) new tokens, appending their keys/values to `cache`.
+
+        `attention_mask` (B, n) marks real tokens (left padding = 0). Returns the final-normed hidden states
+        (B, n, H); `model.logits` of them are the autoregressive next-token logits."""
+        self._check_ids(input_ids, cache, "input_ids")
+        B, n = input_ids.shape
+        start, positions = cache.append_slots(n, attention_mask)
+        end = start + n
+        masks = {}
+        for kind in self.kinds:
+            lo = self.window_start(self.config.layer_types.index(kind), start)
+            q = torch.arange(start, end, device=cache.device)[:, None]
+            k = torch.arange(lo, end, device=cache.device)[None, :]
+            allowed = k <= q
+            if kind == SLIDING:
+                allowed = allowed & (q - k < self.config.sliding_window)
+            if cache.padded:  # padding keys are hidden; a padding query sees itself so its row stays finite
+                allowed = allowed & (cache.valid[:, None, lo:end] | (k == q))[:, None]
+            masks[kind] = (lo, None if (n == 1 and not cache.padded) else allowed)
+
+        def kv_fn(layer, k, v):
+            cache.keys[layer][:, :, start:end] = k
+            cache.values[layer][:, :, start:end] = v
+            lo, mask = masks[self.config.layer_types[layer]]
+            return cache.keys[layer][:, :, lo:end], cache.values[layer][:, :, lo:end], mask
+
+        return self.run_layers(self.embed(input_ids), positions, kv_fn, encoder=True)
+
+    # --- decoder: bidirectional over [cache ; canvas], cache unchanged ------------------------------------
+    def denoise(self, canvas_ids: torch.Tensor, cache: KVCache, self_conditioning_logits: torch.Tensor | None = None,
+                self_conditioning_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) canvas -> (B, L, V) float32 logits. The canvas sees every cached token on global layers and the
+        window-1 tokens before it on sliding layers (the window is anchored at the canvas start)."""
+        self._check_ids(canvas_ids, cache, "canvas_ids")
+        B, L = canvas_ids.shape
+        cache.reserve(L, f"a canvas of {L} tokens")
+        start, end = cache.length, cache.length + L
+        positions = cache.positions(start, L)
+        soft = None
+        if self_conditioning_logits is not None:
+            if self_conditioning_logits.shape != (B, L, self.config.vocab_size):
+                raise ValueError(f"self_conditioning_logits has shape {tuple(self_conditioning_logits.shape)}, "
+                                 f"expected {(B, L, self.config.vocab_size)}")
+            soft = self.soft_embeddings(self_conditioning_logits, self_conditioning_mask)
+        x = self.self_conditioning(self.embed(canvas_ids), soft)
+        masks = {}
+        for kind in self.kinds:
+            lo = self.window_start(self.config.layer_types.index(kind), start)
+            mask = None
+            if cache.padded:
+                keys_valid = torch.cat([cache.valid[:, lo:start], cache.valid.new_ones(B, L)], dim=1)
+                mask = keys_valid[:, None, None, :]
+            masks[kind] = (lo, mask)
+
+        def kv_fn(layer, k, v):  # canvas keys go to scratch slots past `length`, never committed
+            cache.keys[layer][:, :, start:end] = k
+            cache.values[layer][:, :, start:end] = v
+            lo, mask = masks[self.config.layer_types[layer]]
+            return cache.keys[layer][:, :, lo:end], cache.values[layer][:, :, lo:end], mask
+
+        return self.logits(self.run_layers(x, positions, kv_fn, encoder=False))
+
+    def _check_ids(self, ids: torch.Tensor, cache: KVCache, name: str) -> None:
+        if ids.dim() != 2 or ids.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"{name} must be a 2-D integer tensor (batch, length), got {tuple(ids.shape)} {ids.dtype}")
+        if ids.shape[0] != cache.batch_size:
+            raise ValueError(f"{name} has batch size {ids.shape[0]} but the cache was made for {cache.batch_size}")
+        if ids.shape[1] == 0:
+            raise ValueError(f"{name} is empty")
+
