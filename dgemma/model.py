@@ -347,15 +347,19 @@ class DiffusionGemma(nn.Module):
 
     # --- decoder: bidirectional over [cache ; canvas], cache unchanged ------------------------------------
     def denoise(self, canvas_ids: torch.Tensor, cache: KVCache, self_conditioning_logits: torch.Tensor | None = None,
-                self_conditioning_mask: torch.Tensor | None = None) -> torch.Tensor:
+                self_conditioning_mask: torch.Tensor | None = None,
+                self_conditioning_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L) canvas -> (B, L, V) float32 logits. The canvas sees every cached token on global layers and the
-        window-1 tokens before it on sliding layers (the window is anchored at the canvas start)."""
+        window-1 tokens before it on sliding layers (the window is anchored at the canvas start).
+
+        Self-conditioning comes from the previous step's logits, or, to spare the engine a second (B, L, V)
+        tensor, from soft embeddings it already computed (`soft_embeddings` of those logits)."""
         self._check_ids(canvas_ids, cache, "canvas_ids")
         B, L = canvas_ids.shape
         cache.reserve(L, f"a canvas of {L} tokens")
         start, end = cache.length, cache.length + L
         positions = cache.positions(start, L)
-        soft = None
+        soft = self_conditioning_embeds
         if self_conditioning_logits is not None:
             if self_conditioning_logits.shape != (B, L, self.config.vocab_size):
                 raise ValueError(f"self_conditioning_logits has shape {tuple(self_conditioning_logits.shape)}, "
@@ -378,6 +382,40 @@ class DiffusionGemma(nn.Module):
             return cache.keys[layer][:, :, lo:end], cache.values[layer][:, :, lo:end], mask
 
         return self.logits(self.run_layers(x, positions, kv_fn, encoder=False))
+
+    # --- generation (the engine lives in dgemma.engine; these are the documented entry points) -------------
+    def generate(self, input_ids, *, max_new_tokens: int = 256, max_denoising_steps: int = 48,
+                 entropy_bound: float = 0.1, t_min: float = 0.4, t_max: float = 0.8, stability_threshold: int = 1,
+                 confidence_threshold: float = 0.005, eos_token_id=(1, 106, 50), pad_token_id: int = 0,
+                 seed: int | None = None, attention_mask=None, sampler: str = "entropy", tau: float = 0.9,
+                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                 canvas=None, clamp=None, stream: bool = False):
+        """Block-diffusion generation (see dgemma.engine). Returns `GenerateOutput` (sequences with the prompt,
+        tokens_per_forward per row, steps per canvas), or with `stream=True` an iterator of step/canvas events
+        ending with that output."""
+        from .engine import Engine, GenerationConfig
+        from .sampling import make_sampler
+        eos = (eos_token_id,) if isinstance(eos_token_id, int) else tuple(eos_token_id)
+        cfg = GenerationConfig(max_new_tokens=max_new_tokens, max_denoising_steps=max_denoising_steps, t_min=t_min,
+                               t_max=t_max, temperature=temperature, top_k=top_k, top_p=top_p,
+                               stability_threshold=stability_threshold, confidence_threshold=confidence_threshold,
+                               eos_token_id=eos, pad_token_id=pad_token_id,
+                               sampler=make_sampler(sampler, self.config.canvas_length, entropy_bound, tau))
+        events = Engine(self).stream(input_ids, cfg, seed=seed, attention_mask=attention_mask, canvas=canvas,
+                                     clamp=clamp)
+        if stream:
+            return events
+        for event in events:
+            pass
+        return event
+
+    def generate_ar(self, input_ids, *, max_new_tokens: int = 256, temperature: float = 0.0,
+                    eos_token_id=(1, 106, 50), pad_token_id: int = 0, seed: int | None = None, attention_mask=None):
+        """Autoregressive decoding of the same weights (encoder + tied head), for comparison."""
+        from .engine import Engine
+        eos = (eos_token_id,) if isinstance(eos_token_id, int) else tuple(eos_token_id)
+        return Engine(self).generate_ar(input_ids, max_new_tokens, temperature=temperature, eos_token_id=eos,
+                                        pad_token_id=pad_token_id, seed=seed, attention_mask=attention_mask)
 
     def _check_ids(self, ids: torch.Tensor, cache: KVCache, name: str) -> None:
         if ids.dim() != 2 or ids.dtype not in (torch.int64, torch.int32):

@@ -1,0 +1,257 @@
+"""Block-diffusion decoding: token ids in, token ids and events out (DESIGN.md section 2).
+
+For each canvas: start from uniform random tokens; at each step n = N..1 run the decoder, divide the logits by
+the temperature t_min + (t_max - t_min) n / N, sample every position, let the sampler choose which samples to
+keep, renoise the rest, and feed the step's distribution back as self-conditioning. A row stops when its
+argmax canvas has been stable and its mean entropy is below a threshold; its argmax canvas is committed and
+one encoder pass appends it to the cache. Random numbers are drawn from the engine's own generator in the
+reference's order, so a seeded CPU run reproduces transformers' `generate` token for token.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from .model import DiffusionGemma
+from .sampling import EntropyBoundSampler, Sampler, filter_logits, step_stats
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 256
+    max_denoising_steps: int = 48
+    t_min: float = 0.4
+    t_max: float = 0.8
+    temperature: float | None = None  # a constant temperature instead of the schedule
+    top_k: int | None = None
+    top_p: float | None = None
+    stability_threshold: int = 1
+    confidence_threshold: float = 0.005
+    eos_token_id: tuple[int, ...] = (1, 106, 50)
+    pad_token_id: int = 0
+    sampler: Sampler = field(default_factory=EntropyBoundSampler)
+
+    def validate(self, vocab_size: int) -> None:
+        def need(cond, msg):
+            if not cond:
+                raise ValueError(msg)
+        need(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
+             f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        need(isinstance(self.max_denoising_steps, int) and self.max_denoising_steps >= 1,
+             f"max_denoising_steps must be a positive integer, got {self.max_denoising_steps!r}")
+        need(0 < self.t_min and 0 < self.t_max, f"t_min and t_max must be > 0, got {self.t_min}, {self.t_max}")
+        need(self.temperature is None or self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        need(self.top_k is None or self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
+        need(self.top_p is None or 0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
+        need(self.stability_threshold >= 0, f"stability_threshold must be >= 0, got {self.stability_threshold}")
+        need(0 <= self.pad_token_id < vocab_size, f"pad_token_id {self.pad_token_id} outside the vocabulary")
+
+
+@dataclass
+class StepEvent:
+    """One denoising step of the current canvas."""
+    canvas: int  # index of the canvas being generated
+    step: int  # N..1, counting down
+    draft: torch.Tensor  # (B, L) argmax canvas after this step
+    accepted: torch.Tensor  # (B, L) positions whose samples were kept
+    finished: torch.Tensor  # (B,) rows done denoising this canvas
+
+
+@dataclass
+class CanvasEvent:
+    """A committed canvas (stop tokens applied: tokens after the first stop token are pad)."""
+    canvas: int
+    tokens: torch.Tensor  # (B, L)
+    finished: torch.Tensor  # (B,) rows that will generate nothing more
+    steps: int  # decoder passes spent on this canvas
+
+
+@dataclass
+class GenerateOutput:
+    sequences: torch.Tensor  # (B, prompt + canvases * L), prompt included
+    tokens_per_forward: torch.Tensor  # (B,) non-pad generated tokens / decoder passes of that row
+    steps_per_canvas: list[int]
+    decoder_passes: torch.Tensor  # (B,)
+
+
+def temperature_at(cfg: GenerationConfig, step: int) -> torch.Tensor | float:
+    """The reference computes the schedule in float32 tensor arithmetic; so do we, for identical logits."""
+    if cfg.temperature is not None:
+        return cfg.temperature
+    frac = torch.tensor(step, dtype=torch.int32) / cfg.max_denoising_steps
+    return cfg.t_min + (cfg.t_max - cfg.t_min) * frac
+
+
+def apply_stop_tokens(canvas: torch.Tensor, finished: torch.Tensor, stop_ids: torch.Tensor, pad: int) -> torch.Tensor:
+    """Committed tokens of a canvas: rows finished earlier become all pad; after a row's first stop token every
+    token is pad. Marks rows that produced a stop token in `finished` (in place)."""
+    tokens = canvas.clone()
+    tokens[finished] = pad
+    is_stop = torch.isin(tokens, stop_ids)
+    tokens[is_stop.cumsum(-1) - is_stop.long() > 0] = pad
+    finished |= is_stop.any(-1)
+    return tokens
+
+
+class Engine:
+    """Generation over a `DiffusionGemma`; knows token ids only."""
+
+    def __init__(self, model: DiffusionGemma):
+        self.model = model
+
+    def make_generator(self, seed: int | None) -> torch.Generator:
+        g = torch.Generator(device=self.model.device)
+        if seed is None:
+            g.seed()
+        else:
+            g.manual_seed(seed)
+        return g
+
+    def prepare(self, input_ids, attention_mask, cfg: GenerationConfig, extra_slots: int = 0):
+        model = self.model
+        if not isinstance(input_ids, torch.Tensor):
+            input_ids = torch.as_tensor(input_ids, dtype=torch.long)
+        if input_ids.dim() == 1:
+            input_ids = input_ids[None]
+        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+            raise ValueError(f"input_ids must be a non-empty (batch, length) tensor, got shape {tuple(input_ids.shape)}")
+        input_ids = input_ids.to(model.device, torch.long)
+        V = model.config.vocab_size
+        if bool(((input_ids < 0) | (input_ids >= V)).any()):
+            raise ValueError(f"input_ids contain ids outside the vocabulary [0, {V})")
+        cfg.validate(V)
+        if attention_mask is not None:
+            attention_mask = torch.as_tensor(attention_mask, device=model.device).bool()
+            if attention_mask.shape != input_ids.shape:
+                raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, "
+                                 f"expected {tuple(input_ids.shape)}")
+            if attention_mask.all():
+                attention_mask = None
+        L = model.config.canvas_length
+        canvases = math.ceil(cfg.max_new_tokens / L)
+        cache = model.new_cache(input_ids.shape[0], input_ids.shape[1] + canvases * L + extra_slots)
+        return input_ids, attention_mask, cache, canvases
+
+    @torch.no_grad()
+    def stream(self, input_ids, cfg: GenerationConfig | None = None, *, seed: int | None = None,
+               attention_mask=None, canvas: torch.Tensor | None = None,
+               clamp: torch.Tensor | None = None) -> Iterator[StepEvent | CanvasEvent | GenerateOutput]:
+        """Yield a StepEvent per denoising step, a CanvasEvent per committed canvas, and finally the output.
+
+        `canvas` (B, L) and `clamp` (B, L) bool give a starting first canvas whose clamped positions are fixed
+        (infilling, editing): never renoised, always committed as given."""
+        cfg = cfg or GenerationConfig()
+        model = self.model
+        input_ids, attention_mask, cache, n_canvases = self.prepare(input_ids, attention_mask, cfg)
+        B, P = input_ids.shape
+        L, V = model.config.canvas_length, model.config.vocab_size
+        dev = model.device
+        gen = self.make_generator(seed)
+        eos = torch.tensor(cfg.eos_token_id, device=dev)
+        if canvas is not None:
+            canvas = torch.as_tensor(canvas, device=dev, dtype=torch.long).expand(B, L).clone()
+            clamp = (torch.zeros(B, L, dtype=torch.bool, device=dev) if clamp is None
+                     else torch.as_tensor(clamp, device=dev, dtype=torch.bool).expand(B, L))
+        emb_w, emb_scale = model.embed_tokens.weight, model.embed_scale()
+        sequences = [input_ids]
+        finished_seq = torch.zeros(B, dtype=torch.bool, device=dev)
+        passes = torch.zeros(B, dtype=torch.long, device=dev)
+        steps_per_canvas = []
+        model.encode(input_ids, cache, attention_mask)
+        for c in range(n_canvases):
+            current = torch.randint(0, V, (B, L), device=dev, generator=gen)  # drawn even when a canvas is given
+            fixed = None
+            if c == 0 and canvas is not None:
+                current, fixed = canvas, clamp
+            argmax, soft = current, None
+            finished = torch.zeros(B, dtype=torch.bool, device=dev)
+            history = torch.full((max(cfg.stability_threshold, 1), B, L), -1, dtype=torch.long, device=dev)
+            steps = 0
+            for step in range(cfg.max_denoising_steps, 0, -1):
+                passes += ~(finished | finished_seq)
+                steps += 1
+                logits = model.denoise(current, cache, self_conditioning_embeds=soft)
+                logits.div_(temperature_at(cfg, step))
+                if cfg.top_k is not None or cfg.top_p is not None:
+                    filter_logits(logits, cfg.top_k, cfg.top_p)
+                stats = step_stats(logits, gen, emb_w, emb_scale)
+                del logits
+                if fixed is not None:  # clamped positions are known: zero entropy, always kept, never resampled
+                    stats.entropy.masked_fill_(fixed, 0.0)
+                    stats.sampled = torch.where(fixed, current, stats.sampled)
+                    stats.argmax = torch.where(fixed, current, stats.argmax)
+                accept = cfg.sampler.accept(stats, step, cfg.max_denoising_steps)
+                kept = torch.where(accept, stats.sampled, current)
+                noise = torch.randint(0, V, (B, L), device=dev, generator=gen)
+                new_current = torch.where(accept, kept, noise)
+                new_argmax, new_soft = stats.argmax, stats.soft
+                if bool(finished.any()):  # rows already done keep their state
+                    keep_row = finished[:, None]
+                    new_argmax = torch.where(keep_row, argmax, new_argmax)
+                    new_current = torch.where(keep_row, current, new_current)
+                    new_soft = torch.where(keep_row[..., None], soft, new_soft)
+                if cfg.stability_threshold == 0:
+                    stable = torch.ones(B, dtype=torch.bool, device=dev)
+                else:
+                    stable = (history == new_argmax[None]).all(-1).all(0)
+                    history = torch.roll(history, -1, 0)
+                    history[-1] = new_argmax
+                finished |= stable & (stats.entropy.mean(-1) < cfg.confidence_threshold)
+                current, argmax, soft = new_current, new_argmax, new_soft
+                yield StepEvent(c, step, argmax, accept, finished.clone())
+                if bool(finished.all()):
+                    break
+            steps_per_canvas.append(steps)
+            tokens = apply_stop_tokens(argmax, finished_seq, eos, cfg.pad_token_id)
+            if c == n_canvases - 1:
+                finished_seq[:] = True
+            sequences.append(tokens)
+            yield CanvasEvent(c, tokens, finished_seq.clone(), steps)
+            if bool(finished_seq.all()):
+                break
+            model.encode(tokens, cache)
+        out = torch.cat(sequences, dim=1)
+        generated = (out[:, P:] != cfg.pad_token_id).sum(-1)
+        yield GenerateOutput(out, generated / passes, steps_per_canvas, passes)
+
+    def generate(self, input_ids, cfg: GenerationConfig | None = None, **kwargs) -> GenerateOutput:
+        for event in self.stream(input_ids, cfg, **kwargs):
+            pass
+        return event
+
+    @torch.no_grad()
+    def generate_ar(self, input_ids, max_new_tokens: int = 256, *, temperature: float = 0.0,
+                    eos_token_id=(1, 106, 50), pad_token_id: int = 0, seed: int | None = None,
+                    attention_mask=None) -> GenerateOutput:
+        """Autoregressive decoding of the same weights: the causal encoder plus the tied head, one token per
+        forward (greedy when temperature is 0). The baseline for the diffusion-vs-AR comparison."""
+        cfg = GenerationConfig(max_new_tokens=1, eos_token_id=tuple(eos_token_id), pad_token_id=pad_token_id)
+        input_ids, attention_mask, _, _ = self.prepare(input_ids, attention_mask, cfg)
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        model = self.model
+        B, P = input_ids.shape
+        cache = model.new_cache(B, P + max_new_tokens)
+        gen = self.make_generator(seed)
+        eos = torch.tensor(eos_token_id, device=model.device)
+        out = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=model.device)
+        done = torch.zeros(B, dtype=torch.bool, device=model.device)
+        hidden = model.encode(input_ids, cache, attention_mask)[:, -1:]
+        for i in range(max_new_tokens):
+            logits = model.logits(hidden)[:, -1]
+            if temperature > 0:
+                nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen)[:, 0]
+            else:
+                nxt = logits.argmax(-1)
+            out[:, i] = torch.where(done, pad_token_id, nxt)
+            done |= torch.isin(nxt, eos)
+            if i + 1 == max_new_tokens or bool(done.all()):
+                break
+            hidden = model.encode(out[:, i:i + 1], cache)
+        generated = (out != pad_token_id).sum(-1)
+        passes = torch.full((B,), i + 1, device=model.device)
+        return GenerateOutput(torch.cat([input_ids, out], 1), generated / passes, [], passes)

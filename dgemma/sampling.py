@@ -1,0 +1,136 @@
+"""Per-step token statistics and the acceptance rules (samplers) of block-diffusion decoding.
+
+Every denoising step samples a token at every canvas position; a sampler decides which of those samples are
+kept (accepted) for the next step, the rest being renoised with uniform tokens. The statistics are computed
+in row chunks, so sampling never holds more than one chunk of float32 (rows, V) temporaries besides the
+logits themselves (with V = 262,144 a full (256, V) float32 tensor is 268 MB per batch row).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+CHUNK_BYTES = 64 * 2**20
+
+
+@dataclass
+class StepStats:
+    sampled: torch.Tensor  # (B, L) a token drawn from softmax(processed logits) at every position
+    argmax: torch.Tensor  # (B, L)
+    entropy: torch.Tensor  # (B, L) float32, entropy of the processed distribution
+    logp_sampled: torch.Tensor  # (B, L) float32, log-probability of the sampled token
+    soft: torch.Tensor | None  # (B, L, H) self-conditioning soft embeddings for the next step
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> None:
+    """In place: keep the top-k tokens and/or the smallest set with cumulative probability >= top_p."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits.masked_fill_(logits < kth, -math.inf)
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = (cum - sorted_logits.softmax(-1)) >= top_p  # tokens entirely beyond the nucleus
+        logits.scatter_(-1, order, sorted_logits.masked_fill(drop, -math.inf))
+
+
+def step_stats(processed: torch.Tensor, generator: torch.Generator, embed_weight: torch.Tensor | None,
+               embed_scale: torch.Tensor | None) -> StepStats:
+    """Sample, argmax, entropy and (optionally) soft embeddings from (B, L, V) processed logits.
+
+    Matches the reference bit for bit: multinomial over softmax(float32) rows in order (chunking rows does not
+    change the random stream on CPU), entropy as torch.distributions.Categorical computes it, soft embeddings
+    as softmax(logits cast to the embedding dtype) @ E * sqrt(H)."""
+    B, L, V = processed.shape
+    flat = processed.view(B * L, V)
+    rows = max(1, CHUNK_BYTES // (V * 4))
+    sampled = torch.empty(B * L, dtype=torch.long, device=flat.device)
+    entropy = torch.empty(B * L, dtype=torch.float32, device=flat.device)
+    logp = torch.empty(B * L, dtype=torch.float32, device=flat.device)
+    soft = None if embed_weight is None else torch.empty(B * L, embed_weight.shape[1], dtype=embed_weight.dtype,
+                                                         device=flat.device)
+    min_real = torch.finfo(torch.float32).min
+    for i in range(0, B * L, rows):
+        chunk = flat[i:i + rows]
+        probs = torch.softmax(chunk, dim=-1, dtype=torch.float32)
+        pick = torch.multinomial(probs, 1, generator=generator)
+        sampled[i:i + rows] = pick[:, 0]
+        if soft is not None:
+            if chunk.dtype != embed_weight.dtype:
+                probs = torch.softmax(chunk.to(embed_weight.dtype), dim=-1, dtype=torch.float32)
+            soft[i:i + rows] = torch.matmul(probs.to(embed_weight.dtype), embed_weight) * embed_scale
+        del probs
+        normalised = chunk - chunk.logsumexp(dim=-1, keepdim=True)
+        logp[i:i + rows] = normalised.gather(1, pick)[:, 0]
+        # Categorical.entropy: -(clamp(logits, min) * softmax(logits)).sum()
+        entropy[i:i + rows] = -(normalised.clamp(min=min_real) * torch.softmax(normalised, dim=-1)).sum(-1)
+    return StepStats(sampled.view(B, L), processed.argmax(-1), entropy.view(B, L), logp.view(B, L),
+                     None if soft is None else soft.view(B, L, -1))
+
+
+class Sampler:
+    """Decides which sampled positions are kept at a step. `step` counts down from `num_steps` to 1."""
+
+    def accept(self, stats: StepStats, step: int, num_steps: int) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass
+class EntropyBoundSampler(Sampler):
+    """The reference rule: sort positions by entropy, keep the largest prefix with cumsum(H) - H <= bound
+    (an upper bound on the joint dependence of the kept tokens); the lowest-entropy position is always kept."""
+
+    entropy_bound: float = 0.1
+
+    def __post_init__(self):
+        if not self.entropy_bound > 0:
+            raise ValueError(f"entropy_bound must be > 0, got {self.entropy_bound}")
+
+    def accept(self, stats, step, num_steps):
+        sorted_h, order = torch.sort(stats.entropy, dim=-1)
+        keep = torch.cumsum(sorted_h, dim=-1) - sorted_h <= self.entropy_bound
+        return torch.zeros_like(keep).scatter(-1, order, keep)
+
+
+@dataclass
+class ConfidenceSampler(Sampler):
+    """Keep every position whose sampled token has probability >= tau, and at least the most confident one."""
+
+    tau: float = 0.9
+
+    def __post_init__(self):
+        if not 0 < self.tau <= 1:
+            raise ValueError(f"confidence threshold tau must be in (0, 1], got {self.tau}")
+
+    def accept(self, stats, step, num_steps):
+        keep = stats.logp_sampled >= math.log(self.tau)
+        best = stats.logp_sampled.argmax(-1, keepdim=True)
+        return keep.scatter(-1, best, True)
+
+
+@dataclass
+class TopKScheduleSampler(Sampler):
+    """Keep the k lowest-entropy positions, k growing linearly so the whole canvas is kept at the last step."""
+
+    canvas_length: int = 256
+
+    def accept(self, stats, step, num_steps):
+        k = math.ceil(self.canvas_length * (num_steps - step + 1) / num_steps)
+        order = torch.argsort(stats.entropy, dim=-1)[:, :k]
+        return torch.zeros_like(stats.entropy, dtype=torch.bool).scatter(-1, order, True)
+
+
+SAMPLERS = {"entropy": EntropyBoundSampler, "confidence": ConfidenceSampler, "topk": TopKScheduleSampler}
+
+
+def make_sampler(name: str, canvas_length: int, entropy_bound: float = 0.1, tau: float = 0.9) -> Sampler:
+    if name == "entropy":
+        return EntropyBoundSampler(entropy_bound)
+    if name == "confidence":
+        return ConfidenceSampler(tau)
+    if name == "topk":
+        return TopKScheduleSampler(canvas_length)
+    raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")

@@ -1,0 +1,193 @@
+"""Generation engine: reference-exact sampling, batching, clamping, stop tokens, samplers, streaming."""
+
+import math
+
+import pytest
+import torch
+
+from dgemma import DiffusionGemma
+from dgemma.engine import CanvasEvent, GenerateOutput, StepEvent, apply_stop_tokens
+from dgemma.sampling import ConfidenceSampler, EntropyBoundSampler, StepStats, TopKScheduleSampler, step_stats
+
+from .reference import load_reference, make_reference
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ref-engine")
+    make_reference("a", canvas_length=8, seed=3).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("settings", [
+    # near-greedy and accept-all: rows become stable and confident early, at different steps
+    dict(max_denoising_steps=10, t_min=0.01, t_max=0.02, confidence_threshold=0.5, entropy_bound=5.0),
+    dict(max_denoising_steps=6),  # the released defaults otherwise (nothing stops early on a random model)
+    dict(max_denoising_steps=8, confidence_threshold=3.0, stability_threshold=2, t_min=0.2, t_max=1.5,
+         entropy_bound=0.5),
+])
+def test_reference_exact_tokens(checkpoint, dtype, settings):
+    ref, ours = load_reference(checkpoint, dtype), DiffusionGemma.from_pretrained(checkpoint, dtype=dtype)
+    prompt = torch.randint(3, 128, (1, 19), generator=torch.Generator().manual_seed(0))  # window is 8
+    prompt = prompt.repeat(2, 1)  # rows differ through sampling; the reference runs them as one batch too
+    ref_kw = {k: v for k, v in settings.items() if k != "entropy_bound"}
+    if "entropy_bound" in settings:
+        from transformers.models.diffusion_gemma.generation_diffusion_gemma import EntropyBoundSamplerConfig
+        ref_kw["sampler_config"] = EntropyBoundSamplerConfig(entropy_bound=settings["entropy_bound"])
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        r = ref.generate(prompt, max_new_tokens=32, eos_token_id=[1, 106, 50], pad_token_id=0, **ref_kw)
+        o = ours.generate(prompt, max_new_tokens=32, seed=seed, **settings)
+        assert torch.equal(r.sequences, o.sequences), f"seed {seed}"
+        assert torch.allclose(r.tokens_per_forward.double(), o.tokens_per_forward.double())
+    if "entropy_bound" in settings and settings["entropy_bound"] == 5.0:
+        assert min(o.steps_per_canvas) < settings["max_denoising_steps"]  # early stopping was exercised
+        assert o.decoder_passes[0] != o.decoder_passes[1]
+
+
+def test_three_canvases_without_stop_tokens_match_reference(checkpoint):
+    ref, ours = load_reference(checkpoint, torch.float64), DiffusionGemma.from_pretrained(checkpoint, dtype=torch.float64)
+    prompt = torch.randint(3, 128, (1, 11), generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(7)
+    r = ref.generate(prompt, max_new_tokens=24, max_denoising_steps=5, eos_token_id=[127], pad_token_id=0)
+    o = ours.generate(prompt, max_new_tokens=24, max_denoising_steps=5, eos_token_id=[127], seed=7)
+    assert torch.equal(r.sequences, o.sequences)
+    assert o.sequences.shape[1] == 11 + 24 and len(o.steps_per_canvas) == 3
+
+
+def test_left_padded_rows_match_rows_run_alone(checkpoint):
+    model = DiffusionGemma.from_pretrained(checkpoint, dtype=torch.float32)
+    prompts = [torch.randint(3, 128, (n,), generator=torch.Generator().manual_seed(n)) for n in (5, 12, 9)]
+    width = max(len(p) for p in prompts)
+    batch = torch.zeros(3, width, dtype=torch.long)
+    mask = torch.zeros(3, width, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        batch[i, width - len(p):], mask[i, width - len(p):] = p, 1
+    canvas = torch.randint(0, 128, (3, 8), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        cache = model.new_cache(3, width + 16)
+        model.encode(batch, cache, mask)
+        batched = model.denoise(canvas, cache)
+        model.encode(canvas, cache)
+        batched2 = model.denoise(canvas.flip(1), cache, batched)
+        for i, p in enumerate(prompts):
+            alone_cache = model.new_cache(1, len(p) + 16)
+            model.encode(p[None], alone_cache)
+            alone = model.denoise(canvas[i:i + 1], alone_cache)
+            torch.testing.assert_close(batched[i:i + 1], alone, atol=2e-5, rtol=1e-5)
+            model.encode(canvas[i:i + 1], alone_cache)
+            alone2 = model.denoise(canvas[i:i + 1].flip(1), alone_cache, alone)
+            torch.testing.assert_close(batched2[i:i + 1], alone2, atol=2e-5, rtol=1e-5)
+
+
+def test_clamped_positions_never_change(checkpoint):
+    model = DiffusionGemma.from_pretrained(checkpoint)
+    canvas = torch.randint(3, 128, (2, 8), generator=torch.Generator().manual_seed(4))
+    clamp = torch.zeros(2, 8, dtype=torch.bool)
+    clamp[:, 5:] = True
+    clamp[1, 0] = True
+    events = list(model.generate(torch.randint(3, 128, (2, 6)), max_new_tokens=8, max_denoising_steps=12, seed=0,
+                                 canvas=canvas, clamp=clamp, eos_token_id=[127], stream=True))
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert len(steps) >= 2
+    for e in steps:
+        assert torch.equal(e.draft[clamp], canvas[clamp])
+        assert e.accepted[clamp].all()
+    assert torch.equal(events[-1].sequences[:, 6:][clamp], canvas[clamp])
+
+
+def test_stop_tokens_pad_everything_after_the_first_stop():
+    canvas = torch.tensor([[5, 6, 1, 7, 106, 8], [5, 6, 7, 8, 9, 10], [3, 3, 3, 3, 3, 3]])
+    finished = torch.tensor([False, False, True])
+    tokens = apply_stop_tokens(canvas, finished, torch.tensor([1, 106, 50]), pad=0)
+    assert tokens.tolist() == [[5, 6, 1, 0, 0, 0], [5, 6, 7, 8, 9, 10], [0, 0, 0, 0, 0, 0]]
+    assert finished.tolist() == [True, False, True]
+
+
+def test_generation_stops_at_stop_token_and_counts_tokens_per_forward(checkpoint):
+    model = DiffusionGemma.from_pretrained(checkpoint)
+    out = model.generate(torch.randint(3, 128, (1, 5)), max_new_tokens=40, max_denoising_steps=4, seed=0,
+                         eos_token_id=list(range(128)))  # every token stops: one canvas, then done
+    assert len(out.steps_per_canvas) == 1 and out.sequences.shape[1] == 5 + 8
+    assert (out.sequences[0, 6:] == 0).all() and out.tokens_per_forward.item() == pytest.approx(1 / 4)
+
+
+def stats_from_entropy(entropy, logp=None):
+    entropy = torch.tensor(entropy)
+    return StepStats(sampled=torch.zeros_like(entropy, dtype=torch.long), argmax=torch.zeros_like(entropy, dtype=torch.long),
+                     entropy=entropy, logp_sampled=torch.tensor(logp) if logp is not None else -entropy, soft=None)
+
+
+def test_entropy_bound_sampler_rule():
+    # sorted: 0.01, 0.02, 0.05, 0.3, 1.0 -> cumsum - H: 0, .01, .03, .08, .38 -> bound 0.1 keeps four
+    stats = stats_from_entropy([[1.0, 0.02, 0.3, 0.01, 0.05]])
+    assert EntropyBoundSampler(0.1).accept(stats, 5, 10).tolist() == [[False, True, True, True, True]]
+    assert EntropyBoundSampler(0.005).accept(stats, 5, 10).tolist() == [[False, False, False, True, False]]
+    with pytest.raises(ValueError, match="entropy_bound"):
+        EntropyBoundSampler(0.0)
+
+
+def test_confidence_sampler_rule():
+    logp = [[math.log(0.95), math.log(0.5), math.log(0.91), math.log(0.2)], [math.log(0.3)] * 3 + [math.log(0.4)]]
+    stats = stats_from_entropy([[0.0] * 4] * 2, logp)
+    assert ConfidenceSampler(0.9).accept(stats, 3, 10).tolist() == [[True, False, True, False],
+                                                                    [False, False, False, True]]
+
+
+def test_topk_schedule_keeps_growing_prefix():
+    stats = stats_from_entropy([[0.5, 0.1, 0.9, 0.3]])
+    sampler = TopKScheduleSampler(canvas_length=4)
+    assert sampler.accept(stats, 4, 4).tolist() == [[False, True, False, False]]
+    assert sampler.accept(stats, 2, 4).tolist() == [[True, True, False, True]]
+    assert sampler.accept(stats, 1, 4).all()
+
+
+def test_step_stats_match_a_direct_computation():
+    logits = torch.randn(2, 5, 300) * 3
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    stats = step_stats(logits, g1, None, None)
+    probs = torch.softmax(logits, -1)
+    assert torch.equal(stats.sampled.view(-1, 1), torch.multinomial(probs.view(-1, 300), 1, generator=g2))
+    torch.testing.assert_close(stats.entropy, torch.distributions.Categorical(logits=logits).entropy())
+    assert torch.equal(stats.argmax, logits.argmax(-1))
+
+
+def test_stream_events_agree_with_output(checkpoint):
+    model = DiffusionGemma.from_pretrained(checkpoint)
+    events = list(model.generate(torch.randint(3, 128, (2, 7)), max_new_tokens=24, max_denoising_steps=5, seed=3,
+                                 eos_token_id=[127], stream=True))
+    out = events[-1]
+    assert isinstance(out, GenerateOutput)
+    canvases = [e for e in events if isinstance(e, CanvasEvent)]
+    assert torch.equal(torch.cat([c.tokens for c in canvases], 1), out.sequences[:, 7:])
+    for c in canvases:
+        last = [e for e in events if isinstance(e, StepEvent) and e.canvas == c.canvas][-1]
+        assert torch.equal(last.draft, c.tokens)  # no stop token in play: the committed canvas is the last draft
+        assert c.steps == sum(isinstance(e, StepEvent) and e.canvas == c.canvas for e in events)
+    assert out.steps_per_canvas == [c.steps for c in canvases]
+
+
+def test_bad_inputs_are_rejected(checkpoint):
+    model = DiffusionGemma.from_pretrained(checkpoint)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        model.generate(torch.tensor([[5, 999]]))
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        model.generate(torch.tensor([[5, 6]]), max_new_tokens=0)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        model.generate(torch.tensor([[5, 6]]), sampler="greedy")
+    with pytest.raises(ValueError, match="attention_mask"):
+        model.generate(torch.tensor([[5, 6]]), attention_mask=torch.ones(1, 3))
+
+
+def test_generate_ar_is_greedy_decoding_of_the_encoder(checkpoint):
+    model = DiffusionGemma.from_pretrained(checkpoint)
+    prompt = torch.randint(3, 128, (1, 6))
+    out = model.generate_ar(prompt, max_new_tokens=5, eos_token_id=[127])
+    seq = prompt
+    for _ in range(5):  # no cache: recompute the whole sequence each time
+        cache = model.new_cache(1, seq.shape[1])
+        with torch.no_grad():
+            nxt = model.logits(model.encode(seq, cache))[:, -1].argmax(-1, keepdim=True)
+        seq = torch.cat([seq, nxt], 1)
+    assert torch.equal(out.sequences, seq)
