@@ -227,9 +227,11 @@ class DiffusionGemma(nn.Module):
 
     # --- construction ------------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path_or_preset, dtype: torch.dtype = torch.float32, device="cpu") -> "DiffusionGemma":
+    def from_pretrained(cls, path_or_preset, dtype: torch.dtype = torch.float32, device="cpu",
+                        seed: int = 0) -> "DiffusionGemma":
+        """A checkpoint directory in the reference layout, or a preset name (random weights drawn from `seed`)."""
         from .checkpoint import load_model
-        return load_model(path_or_preset, dtype=dtype, device=device)
+        return load_model(path_or_preset, dtype=dtype, device=device, seed=seed)
 
     def save_pretrained(self, path, max_shard_bytes: int = 5 * 2**30) -> None:
         from .checkpoint import save_model
