@@ -78,6 +78,18 @@ class GenerateOutput:
     decoder_passes: torch.Tensor  # (B,)
 
 
+@dataclass
+class InfillOutput:
+    tokens: list[int]  # the gap's tokens (cut at a stop token)
+    gap_length: int  # canvas positions given to the gap
+    scores: dict[int, float]  # candidate gap length -> log p(gap + suffix | prefix) under the encoder, when searched
+    tokens_per_forward: float
+
+
+# Gap lengths tried when the caller does not know the gap: dense for short gaps, geometric beyond.
+INFILL_GAPS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 255)
+
+
 def temperature_at(cfg: GenerationConfig, step: int) -> torch.Tensor | float:
     """The reference computes the schedule in float32 tensor arithmetic; so do we, for identical logits."""
     if cfg.temperature is not None:
@@ -111,7 +123,7 @@ class Engine:
             g.manual_seed(seed)
         return g
 
-    def prepare(self, input_ids, attention_mask, cfg: GenerationConfig, extra_slots: int = 0):
+    def check_inputs(self, input_ids, attention_mask, cfg: GenerationConfig):
         model = self.model
         if not isinstance(input_ids, torch.Tensor):
             input_ids = torch.as_tensor(input_ids, dtype=torch.long)
@@ -131,24 +143,28 @@ class Engine:
                                  f"expected {tuple(input_ids.shape)}")
             if attention_mask.all():
                 attention_mask = None
-        L = model.config.canvas_length
-        canvases = math.ceil(cfg.max_new_tokens / L)
-        cache = model.new_cache(input_ids.shape[0], input_ids.shape[1] + canvases * L + extra_slots)
-        return input_ids, attention_mask, cache, canvases
+        return input_ids, attention_mask
 
     @torch.no_grad()
     def stream(self, input_ids, cfg: GenerationConfig | None = None, *, seed: int | None = None,
                attention_mask=None, canvas: torch.Tensor | None = None,
-               clamp: torch.Tensor | None = None) -> Iterator[StepEvent | CanvasEvent | GenerateOutput]:
+               clamp: torch.Tensor | None = None, cache=None) -> Iterator[StepEvent | CanvasEvent | GenerateOutput]:
         """Yield a StepEvent per denoising step, a CanvasEvent per committed canvas, and finally the output.
 
         `canvas` (B, L) and `clamp` (B, L) bool give a starting first canvas whose clamped positions are fixed
-        (infilling, editing): never renoised, always committed as given."""
+        (infilling, editing): never renoised, always committed as given. A `cache` that already holds earlier
+        turns is extended (multi-turn chat): `input_ids` are then only the new tokens; on return it holds them
+        and every committed canvas but the last."""
         cfg = cfg or GenerationConfig()
         model = self.model
-        input_ids, attention_mask, cache, n_canvases = self.prepare(input_ids, attention_mask, cfg)
+        input_ids, attention_mask = self.check_inputs(input_ids, attention_mask, cfg)
         B, P = input_ids.shape
         L, V = model.config.canvas_length, model.config.vocab_size
+        n_canvases = math.ceil(cfg.max_new_tokens / L)
+        if cache is None:
+            cache = model.new_cache(B, P + n_canvases * L)
+        else:
+            cache.reserve(P + n_canvases * L, f"a prompt of {P} tokens and {n_canvases} canvases of {L}")
         dev = model.device
         gen = self.make_generator(seed)
         eos = torch.tensor(cfg.eos_token_id, device=dev)
@@ -224,13 +240,75 @@ class Engine:
         return event
 
     @torch.no_grad()
+    def infill(self, prefix_ids, suffix_ids, gap_length: int | None = None, cfg: GenerationConfig | None = None,
+               seed: int | None = None, max_gap: int | None = None) -> InfillOutput:
+        """Fill the gap between a prefix (encoded by the encoder) and a suffix (clamped on the canvas after it).
+
+        With `gap_length` the gap gets exactly that many canvas positions. Without it, several lengths are
+        generated side by side (one batch row each) and the model chooses: the row whose prefix + gap + suffix
+        the causal encoder finds most likely wins."""
+        model, L = self.model, self.model.config.canvas_length
+        prefix = torch.as_tensor(prefix_ids, dtype=torch.long).flatten()
+        suffix = torch.as_tensor(suffix_ids, dtype=torch.long).flatten()
+        if prefix.numel() == 0:
+            raise ValueError("infill needs a non-empty prefix (at least a BOS token)")
+        if gap_length is not None:
+            if not 1 <= gap_length <= L:
+                raise ValueError(f"gap length must be between 1 and the canvas length {L}, got {gap_length}")
+            lengths = [gap_length]
+        else:
+            cap = min(max_gap or L - 1, L - 1)
+            lengths = sorted({g for g in INFILL_GAPS if g <= cap} | {cap})
+        cfg = cfg or GenerationConfig()
+        cfg = GenerationConfig(**{**cfg.__dict__, "max_new_tokens": L})
+        B = len(lengths)
+        canvas = torch.zeros(B, L, dtype=torch.long)
+        clamp = torch.zeros(B, L, dtype=torch.bool)
+        for row, g in enumerate(lengths):
+            part = suffix[:L - g]
+            canvas[row, g:g + len(part)] = part
+            clamp[row, g:g + len(part)] = True
+        out = self.generate(prefix[None].expand(B, -1), cfg, seed=seed, canvas=canvas, clamp=clamp)
+        P = prefix.numel()
+        stops = set(cfg.eos_token_id) | {cfg.pad_token_id}
+        gaps = []
+        for row, g in enumerate(lengths):
+            tokens = out.sequences[row, P:P + g].tolist()
+            cut = next((i for i, t in enumerate(tokens) if t in stops), len(tokens))
+            gaps.append(tokens[:cut])
+        scores = {}
+        best = 0
+        if B > 1:
+            shared = suffix[:L - max(lengths)].tolist()
+            scores = dict(zip(lengths, self.sequence_logprob(prefix.tolist(), [gap + shared for gap in gaps])))
+            best = max(range(B), key=lambda r: scores[lengths[r]])
+        tpf = float(out.tokens_per_forward[best])
+        return InfillOutput(gaps[best], lengths[best], scores, tpf)
+
+    @torch.no_grad()
+    def sequence_logprob(self, prefix: list[int], continuations: list[list[int]]) -> list[float]:
+        """log p(continuation | prefix) under the causal encoder, for several continuations at once."""
+        model = self.model
+        width = max(len(c) for c in continuations)
+        if width == 0:
+            return [0.0] * len(continuations)
+        ids = torch.full((len(continuations), len(prefix) + width), model.config.pad_token_id, dtype=torch.long)
+        for row, c in enumerate(continuations):
+            ids[row, :len(prefix) + len(c)] = torch.tensor(prefix + c)
+        ids = ids.to(model.device)
+        cache = model.new_cache(len(continuations), ids.shape[1])  # right padding: causal rows ignore it
+        logp = torch.log_softmax(model.logits(model.encode(ids, cache))[:, len(prefix) - 1:-1], -1)
+        picked = logp.gather(-1, ids[:, len(prefix):, None])[..., 0]
+        return [picked[row, :len(c)].sum().item() for row, c in enumerate(continuations)]
+
+    @torch.no_grad()
     def generate_ar(self, input_ids, max_new_tokens: int = 256, *, temperature: float = 0.0,
                     eos_token_id=(1, 106, 50), pad_token_id: int = 0, seed: int | None = None,
                     attention_mask=None) -> GenerateOutput:
         """Autoregressive decoding of the same weights: the causal encoder plus the tied head, one token per
         forward (greedy when temperature is 0). The baseline for the diffusion-vs-AR comparison."""
         cfg = GenerationConfig(max_new_tokens=1, eos_token_id=tuple(eos_token_id), pad_token_id=pad_token_id)
-        input_ids, attention_mask, _, _ = self.prepare(input_ids, attention_mask, cfg)
+        input_ids, attention_mask = self.check_inputs(input_ids, attention_mask, cfg)
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         model = self.model
