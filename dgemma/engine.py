@@ -167,7 +167,7 @@ class Engine:
             cache.reserve(P + n_canvases * L, f"a prompt of {P} tokens and {n_canvases} canvases of {L}")
         dev = model.device
         gen = self.make_generator(seed)
-        eos = torch.tensor(cfg.eos_token_id, device=dev)
+        eos = torch.tensor(cfg.eos_token_id, dtype=torch.long, device=dev)
         if canvas is not None:
             canvas = torch.as_tensor(canvas, device=dev, dtype=torch.long).expand(B, L).clone()
             clamp = (torch.zeros(B, L, dtype=torch.bool, device=dev) if clamp is None
@@ -315,7 +315,7 @@ class Engine:
         B, P = input_ids.shape
         cache = model.new_cache(B, P + max_new_tokens)
         gen = self.make_generator(seed)
-        eos = torch.tensor(eos_token_id, device=model.device)
+        eos = torch.tensor(eos_token_id, dtype=torch.long, device=model.device)
         out = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=model.device)
         done = torch.zeros(B, dtype=torch.bool, device=model.device)
         hidden = model.encode(input_ids, cache, attention_mask)[:, -1:]

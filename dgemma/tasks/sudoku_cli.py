@@ -1,0 +1,137 @@
+"""`dgemma sudoku`: solve a puzzle with the bundled model, or evaluate a method on fresh puzzles."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..engine import Engine, GenerationConfig, StepEvent
+from ..model import DiffusionGemma
+from . import sudoku as S
+
+BUNDLED = Path(__file__).resolve().parent.parent / "assets" / "sudoku"
+METHODS = ("diffusion", "ar")  # block diffusion; left-to-right decoding of the same checkpoint's encoder
+EVAL_SEED = 1_000_003  # training data uses other seeds
+
+
+def load_model(path: str | None) -> DiffusionGemma:
+    directory = Path(path) if path else BUNDLED
+    if not directory.is_dir():
+        raise ValueError(f"model directory {directory} does not exist")
+    model = DiffusionGemma.from_pretrained(directory).eval()
+    if model.config.vocab_size != S.VOCAB_SIZE or model.config.canvas_length != 81:
+        raise ValueError(f"{directory} is not a sudoku model (vocab {model.config.vocab_size}, canvas "
+                         f"{model.config.canvas_length}; expected {S.VOCAB_SIZE} and 81)")
+    return model
+
+
+def solve_batch(model: DiffusionGemma, puzzles: list[list[int]], method: str, clamp: bool = True,
+                steps: int = 48, seed: int = 0, on_step=None) -> tuple[list[list[int]], list[float]]:
+    """Model answers (81 digits each, 0 where no digit) and tokens per forward per puzzle."""
+    prompts = torch.tensor([S.encode_prompt(p) for p in puzzles])
+    engine = Engine(model)
+    stops = ()  # the answer is exactly one 81-token canvas: a stray EOS must not wipe the cells after it
+    if method == "ar":
+        out = engine.generate_ar(prompts, max_new_tokens=81, eos_token_id=stops, pad_token_id=S.PAD)
+    else:
+        canvas = mask = None
+        if clamp:
+            pairs = [S.clamp_canvas(p) for p in puzzles]
+            canvas = torch.tensor([c for c, _ in pairs])
+            mask = torch.tensor([m for _, m in pairs])
+        cfg = GenerationConfig(max_new_tokens=81, max_denoising_steps=steps, eos_token_id=stops, pad_token_id=S.PAD)
+        for out in engine.stream(prompts, cfg, seed=seed, canvas=canvas, clamp=mask):
+            if on_step and isinstance(out, StepEvent):
+                on_step(out)
+    answers = [S.decode_solution(row[-81:].tolist()) for row in out.sequences]
+    return answers, out.tokens_per_forward.tolist()
+
+
+def run_solve(args) -> int:
+    puzzle = S.parse_grid(args.puzzle)  # SudokuError is a ValueError: one line, exit 2
+    if S.solve(puzzle) is None:
+        raise ValueError("this puzzle has no solution")
+    model = load_model(args.model)
+    show = None
+    if args.show:
+        def show(event: StepEvent):
+            grid = S.decode_solution(event.draft[0].tolist())
+            print(f"step {event.step} ({int(event.accepted[0].sum())} cells accepted)\n{S.format_grid(grid)}\n",
+                  flush=True)
+    answers, tpf = solve_batch(model, [puzzle], args.method, not args.no_clamp, args.steps, args.seed or 0, show)
+    answer = answers[0]
+    valid = S.is_valid_solution(answer, puzzle)
+    if args.json:
+        print(json.dumps({"solution": S.to_string(answer), "valid": valid, "tokens_per_forward": tpf[0]}))
+    else:
+        print(S.format_grid(answer))
+        if args.verify:
+            print("valid solution" if valid else "NOT a valid solution")
+    return 0 if valid or not args.verify else 1
+
+
+def evaluate(model: DiffusionGemma, method: str, n: int, kind: str, clamp: bool, steps: int, batch: int) -> dict:
+    from tqdm import tqdm
+    puzzles = S.generate_dataset(n, seed=EVAL_SEED + (kind == "search"), kind=kind)
+    solved, tpf, start = 0, [], time.perf_counter()
+    for i in tqdm(range(0, n, batch), desc=f"{method} {kind}", unit="batch", disable=not sys.stderr.isatty()):
+        chunk = puzzles[i:i + batch]
+        answers, t = solve_batch(model, [p.puzzle for p in chunk], method, clamp, steps, seed=i)
+        solved += sum(S.is_valid_solution(a, p.puzzle) for a, p in zip(answers, chunk))
+        tpf += t
+    seconds = time.perf_counter() - start
+    return {"method": method, "kind": kind, "puzzles": n, "clamp": clamp and method == "diffusion",
+            "solved": solved / n, "tokens_per_forward": sum(tpf) / len(tpf), "seconds_per_puzzle": seconds / n}
+
+
+def run_eval(args) -> int:
+    model = load_model(args.model)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = [evaluate(model, args.method, args.eval, kind, not args.no_clamp, args.steps, args.batch)
+            for kind in args.kinds]
+    for row in rows:
+        print(json.dumps(row) if args.json else
+              f"{row['method']:9s} {row['kind']:8s} solved {100 * row['solved']:5.1f}%  "
+              f"tokens/forward {row['tokens_per_forward']:5.2f}  {1000 * row['seconds_per_puzzle']:.1f} ms/puzzle")
+    return 0
+
+
+def run(args) -> int:
+    if args.method not in METHODS:
+        raise ValueError(f"unknown --method {args.method!r}")
+    if args.eval is not None:
+        if args.puzzle:
+            raise ValueError("give either a PUZZLE or --eval N, not both")
+        if args.eval < 1:
+            raise ValueError(f"--eval needs a positive number of puzzles, got {args.eval}")
+        return run_eval(args)
+    if not args.puzzle:
+        raise ValueError("give a PUZZLE (81 characters, digits with 0 or . for blanks) or --eval N")
+    return run_solve(args)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sudoku", help="solve a Sudoku with the bundled diffusion model, or evaluate methods",
+                       description="Solve PUZZLE (81 characters: digits, 0 or . for blanks) with a sudoku "
+                       "checkpoint, or with --eval N measure the solve rate on N fresh puzzles per difficulty.")
+    p.add_argument("puzzle", nargs="?", help="81 characters, row by row; 0 or . for blanks")
+    p.add_argument("--model", default=None, metavar="DIR", help="sudoku checkpoint (default: the bundled one)")
+    p.add_argument("--method", default="diffusion", choices=METHODS,
+                   help="diffusion (block diffusion) or ar (left-to-right decoding of the encoder) (default diffusion)")
+    p.add_argument("--steps", type=int, default=48, help="maximum denoising steps (default 48)")
+    p.add_argument("--no-clamp", action="store_true", help="do not fix the givens on the canvas")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--show", action="store_true", help="print the grid after every denoising step")
+    p.add_argument("--verify", action="store_true", help="say whether the answer is a valid solution (exit 1 if not)")
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of the grid")
+    p.add_argument("--eval", type=int, default=None, metavar="N", help="evaluate on N fresh puzzles per difficulty")
+    p.add_argument("--kinds", nargs="+", default=list(S.KINDS), choices=S.KINDS,
+                   help="difficulty buckets to evaluate (default: singles search)")
+    p.add_argument("--batch", type=int, default=100, help="puzzles solved side by side in --eval (default 100)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.set_defaults(func=run)
