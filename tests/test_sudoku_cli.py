@@ -1,0 +1,66 @@
+"""`dgemma sudoku` on a small random sudoku-shaped checkpoint: messages, exit codes, clamping, both methods."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dgemma import DiffusionGemma, get_preset
+from dgemma.tasks import sudoku as S
+from dgemma.tasks.sudoku_cli import solve_batch
+
+HARD = "800000000003600000070090200050007000000045700000100030001000068008500010090000400"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sudoku-model")
+    model = DiffusionGemma(get_preset("tiny").replace(vocab_size=S.VOCAB_SIZE, canvas_length=81))
+    model.init_weights(torch.Generator().manual_seed(0))
+    model.save_pretrained(path)
+    return path
+
+
+def dgemma(*args):
+    return subprocess.run([sys.executable, "-m", "dgemma.cli", "sudoku", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("puzzle, message", [
+    ("12345", "expected 81 cells, found 5"),
+    (HARD[:80] + "x", "invalid character 'x'"),
+    ("11" + HARD[2:], "conflicting givens: digit 1 appears twice in row 1"),
+    ("123456780" + "0" * 71 + "9", "no solution"),  # cell 9 of row 1 can only be 9, but column 9 has a 9
+])
+def test_bad_puzzles_fail_with_one_line(model_dir, puzzle, message):
+    run = dgemma(puzzle, "--model", str(model_dir))
+    assert run.returncode == 2
+    assert message in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+def test_solve_prints_grid_and_verify_reports_validity(model_dir):
+    run = dgemma(HARD, "--model", str(model_dir), "--steps", "4", "--verify", "--json")
+    answer = json.loads(run.stdout)
+    assert run.returncode == (0 if answer["valid"] else 1)
+    cells = [0 if c == "." else int(c) for c in answer["solution"]]
+    assert answer["valid"] == S.is_valid_solution(cells, S.parse_grid(HARD))
+    # clamped givens always survive
+    assert all(a == p for a, p in zip(answer["solution"], HARD) if p != "0")
+
+
+def test_both_methods_answer_every_cell_position(model_dir):
+    model = DiffusionGemma.from_pretrained(model_dir)
+    puzzles = [p.puzzle for p in S.generate_dataset(3, seed=5)]
+    for method in ("diffusion", "ar"):
+        answers, tpf = solve_batch(model, puzzles, method, steps=4)
+        assert len(answers) == 3 and all(len(a) == 81 for a in answers) and len(tpf) == 3
+    answers, _ = solve_batch(model, puzzles, "diffusion", clamp=True, steps=4)
+    for a, p in zip(answers, puzzles):
+        assert all(x == y for x, y in zip(a, p) if y)
+
+
+def test_not_a_sudoku_model_is_rejected(tmp_path):
+    DiffusionGemma.from_pretrained("tiny").save_pretrained(tmp_path)
+    run = dgemma(HARD, "--model", str(tmp_path))
+    assert run.returncode == 2 and "is not a sudoku model" in run.stderr
