@@ -78,5 +78,15 @@ class KVCache:
     def positions(self, start: int, n: int) -> torch.Tensor:
         return torch.arange(start, start + n, device=self.device)[None]
 
+    def select(self, rows: torch.Tensor) -> "KVCache":
+        """A copy holding only `rows` (1-D index), for running the decoder on the rows still working."""
+        sub = object.__new__(KVCache)
+        sub.config, sub.batch_size, sub.max_length = self.config, len(rows), self.max_length
+        sub.keys = [k.index_select(0, rows) for k in self.keys]
+        sub.values = [v.index_select(0, rows) for v in self.values]
+        sub.valid = self.valid.index_select(0, rows)
+        sub.length, sub.padded = self.length, self.padded
+        return sub
+
     def bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)

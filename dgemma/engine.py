@@ -34,6 +34,9 @@ class GenerationConfig:
     eos_token_id: tuple[int, ...] = (1, 106, 50)
     pad_token_id: int = 0
     sampler: Sampler = field(default_factory=EntropyBoundSampler)
+    # Rows whose sequence has ended do no decoder work (the reference keeps denoising them, discarding the
+    # result, which also keeps the whole batch stepping): False reproduces the reference batch for batch.
+    skip_finished_rows: bool = True
 
     def validate(self, vocab_size: int) -> None:
         def need(cond, msg):
@@ -184,18 +187,29 @@ class Engine:
             if c == 0 and canvas is not None:
                 current, fixed = canvas, clamp
             argmax, soft = current, None
-            finished = torch.zeros(B, dtype=torch.bool, device=dev)
+            finished = finished_seq.clone() if cfg.skip_finished_rows else torch.zeros_like(finished_seq)
+            rows, sub_cache = None, cache  # the decoder runs on `rows` only, once some are done
+            active = (~finished).tolist()
             history = torch.full((max(cfg.stability_threshold, 1), B, L), -1, dtype=torch.long, device=dev)
             steps = 0
             for step in range(cfg.max_denoising_steps, 0, -1):
                 passes += ~(finished | finished_seq)
                 steps += 1
-                logits = model.denoise(current, cache, self_conditioning_embeds=soft)
+                if B > 1 and not all(active) and (rows is None or len(rows) != sum(active)):
+                    rows = torch.tensor([i for i, a in enumerate(active) if a], device=dev)
+                    sub_cache = cache.select(rows)
+                if rows is None:
+                    logits = model.denoise(current, cache, self_conditioning_embeds=soft)
+                else:
+                    logits = model.denoise(current[rows], sub_cache,
+                                           self_conditioning_embeds=None if soft is None else soft[rows])
                 logits.div_(temperature_at(cfg, step))
                 if cfg.top_k is not None or cfg.top_p is not None:
                     filter_logits(logits, cfg.top_k, cfg.top_p)
-                stats = step_stats(logits, gen, emb_w, emb_scale)
+                stats = step_stats(logits, gen, emb_w, emb_scale, None if rows is None else active)
                 del logits
+                if rows is not None:
+                    stats = stats.scatter_rows(rows, B)
                 if fixed is not None:  # clamped positions are known: zero entropy, always kept, never resampled
                     stats.entropy.masked_fill_(fixed, 0.0)
                     stats.sampled = torch.where(fixed, current, stats.sampled)
@@ -205,11 +219,12 @@ class Engine:
                 noise = torch.randint(0, V, (B, L), device=dev, generator=gen)
                 new_current = torch.where(accept, kept, noise)
                 new_argmax, new_soft = stats.argmax, stats.soft
-                if bool(finished.any()):  # rows already done keep their state
+                if not all(active):  # rows already done keep their state
                     keep_row = finished[:, None]
                     new_argmax = torch.where(keep_row, argmax, new_argmax)
                     new_current = torch.where(keep_row, current, new_current)
-                    new_soft = torch.where(keep_row[..., None], soft, new_soft)
+                    if soft is not None:  # (a row done before the first step has no soft input to keep)
+                        new_soft = torch.where(keep_row[..., None], soft, new_soft)
                 if cfg.stability_threshold == 0:
                     stable = torch.ones(B, dtype=torch.bool, device=dev)
                 else:
@@ -219,7 +234,8 @@ class Engine:
                 finished |= stable & (stats.entropy.mean(-1) < cfg.confidence_threshold)
                 current, argmax, soft = new_current, new_argmax, new_soft
                 yield StepEvent(c, step, argmax, accept, finished.clone())
-                if bool(finished.all()):
+                active = (~finished).tolist()  # the one host sync per step: stop, or shrink the decoder batch
+                if not any(active):
                     break
             steps_per_canvas.append(steps)
             tokens = apply_stop_tokens(argmax, finished_seq, eos, cfg.pad_token_id)

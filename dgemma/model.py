@@ -391,7 +391,7 @@ class DiffusionGemma(nn.Module):
                  confidence_threshold: float = 0.005, eos_token_id=(1, 106, 50), pad_token_id: int = 0,
                  seed: int | None = None, attention_mask=None, sampler: str = "entropy", tau: float = 0.9,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                 canvas=None, clamp=None, stream: bool = False):
+                 canvas=None, clamp=None, skip_finished_rows: bool = True, stream: bool = False):
         """Block-diffusion generation (see dgemma.engine). Returns `GenerateOutput` (sequences with the prompt,
         tokens_per_forward per row, steps per canvas), or with `stream=True` an iterator of step/canvas events
         ending with that output."""
@@ -401,7 +401,7 @@ class DiffusionGemma(nn.Module):
         cfg = GenerationConfig(max_new_tokens=max_new_tokens, max_denoising_steps=max_denoising_steps, t_min=t_min,
                                t_max=t_max, temperature=temperature, top_k=top_k, top_p=top_p,
                                stability_threshold=stability_threshold, confidence_threshold=confidence_threshold,
-                               eos_token_id=eos, pad_token_id=pad_token_id,
+                               eos_token_id=eos, pad_token_id=pad_token_id, skip_finished_rows=skip_finished_rows,
                                sampler=make_sampler(sampler, self.config.canvas_length, entropy_bound, tau))
         events = Engine(self).stream(input_ids, cfg, seed=seed, attention_mask=attention_mask, canvas=canvas,
                                      clamp=clamp)

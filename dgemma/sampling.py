@@ -24,6 +24,17 @@ class StepStats:
     logp_sampled: torch.Tensor  # (B, L) float32, log-probability of the sampled token
     soft: torch.Tensor | None  # (B, L, H) self-conditioning soft embeddings for the next step
 
+    def scatter_rows(self, index: torch.Tensor, batch: int) -> "StepStats":
+        """Stats of a sub-batch placed at rows `index` of a batch of `batch` rows (other rows zero)."""
+        def grow(t):
+            if t is None:
+                return None
+            full = t.new_zeros((batch, *t.shape[1:]))
+            full[index] = t
+            return full
+        return StepStats(grow(self.sampled), grow(self.argmax), grow(self.entropy), grow(self.logp_sampled),
+                         grow(self.soft))
+
 
 def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> None:
     """In place: keep the top-k tokens and/or the smallest set with cumulative probability >= top_p."""
@@ -38,37 +49,47 @@ def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) 
 
 
 def step_stats(processed: torch.Tensor, generator: torch.Generator, embed_weight: torch.Tensor | None,
-               embed_scale: torch.Tensor | None) -> StepStats:
-    """Sample, argmax, entropy and (optionally) soft embeddings from (B, L, V) processed logits.
+               embed_scale: torch.Tensor | None, batch_rows: list[bool] | None = None) -> StepStats:
+    """Sample, argmax, entropy and (optionally) soft embeddings from (A, L, V) processed logits.
 
     Matches the reference bit for bit: multinomial over softmax(float32) rows in order (chunking rows does not
     change the random stream on CPU), entropy as torch.distributions.Categorical computes it, soft embeddings
-    as softmax(logits cast to the embedding dtype) @ E * sqrt(H)."""
-    B, L, V = processed.shape
-    flat = processed.view(B * L, V)
-    rows = max(1, CHUNK_BYTES // (V * 4))
-    sampled = torch.empty(B * L, dtype=torch.long, device=flat.device)
-    entropy = torch.empty(B * L, dtype=torch.float32, device=flat.device)
-    logp = torch.empty(B * L, dtype=torch.float32, device=flat.device)
-    soft = None if embed_weight is None else torch.empty(B * L, embed_weight.shape[1], dtype=embed_weight.dtype,
-                                                         device=flat.device)
+    as softmax(logits cast to the embedding dtype) @ E * sqrt(H).
+
+    `batch_rows` (one flag per batch row) lets the engine skip the decoder for rows that are done: `processed`
+    then holds only the True rows, and a False row still draws its L samples from a dummy distribution,
+    because on CPU multinomial consumes the random stream independently of the probabilities — so the rows
+    that are still running see exactly the random numbers they would see in the full batch."""
+    A, L, V = processed.shape
+    dev = processed.device
+    chunk_rows = max(1, CHUNK_BYTES // (V * 4))
+    sampled = torch.empty(A, L, dtype=torch.long, device=dev)
+    entropy = torch.empty(A, L, dtype=torch.float32, device=dev)
+    logp = torch.empty(A, L, dtype=torch.float32, device=dev)
+    soft = None if embed_weight is None else torch.empty(A, L, embed_weight.shape[1], dtype=embed_weight.dtype,
+                                                         device=dev)
     min_real = torch.finfo(torch.float32).min
-    for i in range(0, B * L, rows):
-        chunk = flat[i:i + rows]
-        probs = torch.softmax(chunk, dim=-1, dtype=torch.float32)
-        pick = torch.multinomial(probs, 1, generator=generator)
-        sampled[i:i + rows] = pick[:, 0]
-        if soft is not None:
-            if chunk.dtype != embed_weight.dtype:
-                probs = torch.softmax(chunk.to(embed_weight.dtype), dim=-1, dtype=torch.float32)
-            soft[i:i + rows] = torch.matmul(probs.to(embed_weight.dtype), embed_weight) * embed_scale
-        del probs
-        normalised = chunk - chunk.logsumexp(dim=-1, keepdim=True)
-        logp[i:i + rows] = normalised.gather(1, pick)[:, 0]
-        # Categorical.entropy: -(clamp(logits, min) * softmax(logits)).sum()
-        entropy[i:i + rows] = -(normalised.clamp(min=min_real) * torch.softmax(normalised, dim=-1)).sum(-1)
-    return StepStats(sampled.view(B, L), processed.argmax(-1), entropy.view(B, L), logp.view(B, L),
-                     None if soft is None else soft.view(B, L, -1))
+    a = 0
+    for active in batch_rows if batch_rows is not None else [True] * A:
+        if not active:
+            torch.multinomial(torch.ones(1, V, device=dev).expand(L, V), 1, generator=generator)
+            continue
+        for i in range(0, L, chunk_rows):
+            chunk = processed[a, i:i + chunk_rows]
+            probs = torch.softmax(chunk, dim=-1, dtype=torch.float32)
+            pick = torch.multinomial(probs, 1, generator=generator)
+            sampled[a, i:i + chunk_rows] = pick[:, 0]
+            if soft is not None:
+                if chunk.dtype != embed_weight.dtype:
+                    probs = torch.softmax(chunk.to(embed_weight.dtype), dim=-1, dtype=torch.float32)
+                soft[a, i:i + chunk_rows] = torch.matmul(probs.to(embed_weight.dtype), embed_weight) * embed_scale
+            del probs
+            normalised = chunk - chunk.logsumexp(dim=-1, keepdim=True)
+            logp[a, i:i + chunk_rows] = normalised.gather(1, pick)[:, 0]
+            # Categorical.entropy: -(clamp(logits, min) * softmax(logits)).sum()
+            entropy[a, i:i + chunk_rows] = -(normalised.clamp(min=min_real) * torch.softmax(normalised, -1)).sum(-1)
+        a += 1
+    return StepStats(sampled, processed.argmax(-1), entropy, logp, soft)
 
 
 class Sampler:

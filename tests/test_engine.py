@@ -39,8 +39,12 @@ def test_reference_exact_tokens(checkpoint, dtype, settings):
         torch.manual_seed(seed)
         r = ref.generate(prompt, max_new_tokens=32, eos_token_id=[1, 106, 50], pad_token_id=0, **ref_kw)
         o = ours.generate(prompt, max_new_tokens=32, seed=seed, **settings)
-        assert torch.equal(r.sequences, o.sequences), f"seed {seed}"
-        assert torch.allclose(r.tokens_per_forward.double(), o.tokens_per_forward.double())
+        # skipping rows whose sequence ended departs from the reference's batch only once a row has ended
+        o_ref_mode = ours.generate(prompt, max_new_tokens=32, seed=seed, skip_finished_rows=False, **settings)
+        assert torch.equal(r.sequences, o_ref_mode.sequences), f"seed {seed}"
+        if not (o.sequences[:, 19:] == 0).any():
+            assert torch.equal(o.sequences, o_ref_mode.sequences)
+        assert torch.allclose(r.tokens_per_forward.double(), o_ref_mode.tokens_per_forward.double())
     if "entropy_bound" in settings and settings["entropy_bound"] == 5.0:
         assert min(o.steps_per_canvas) < settings["max_denoising_steps"]  # early stopping was exercised
         assert o.decoder_passes[0] != o.decoder_passes[1]
@@ -227,3 +231,17 @@ def test_chat_style_cache_reuse_equals_fresh_prefill(checkpoint):
     reused = engine.generate(torch.cat([last_canvas, turn], 1), cfg, seed=2, cache=cache)
     fresh = engine.generate(torch.cat([first.sequences, turn], 1), cfg, seed=2)
     assert torch.equal(reused.sequences[:, -16:], fresh.sequences[:, -16:])
+
+
+def test_rows_done_denoising_leave_the_decoder_batch(checkpoint):
+    model = DiffusionGemma.from_pretrained(checkpoint, dtype=torch.float64)
+    prompt = torch.randint(3, 128, (1, 19), generator=torch.Generator().manual_seed(0)).repeat(3, 1)
+    settings = dict(max_new_tokens=8, max_denoising_steps=10, t_min=0.01, t_max=0.02, confidence_threshold=0.5,
+                    entropy_bound=5.0, eos_token_id=[127], seed=1)
+    full = model.generate(prompt, **settings)
+    sizes, real = [], model.denoise
+    model.denoise = lambda canvas, *a, **k: sizes.append(canvas.shape[0]) or real(canvas, *a, **k)
+    again = model.generate(prompt, **settings)
+    assert torch.equal(full.sequences, again.sequences)
+    assert sizes[0] == 3 and min(sizes) < 3  # rows that stopped early cost no decoder work
+    assert sum(sizes) == int(full.decoder_passes.sum())
