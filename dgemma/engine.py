@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .model import DiffusionGemma
-from .sampling import EntropyBoundSampler, Sampler, filter_logits, step_stats
+from .sampling import EntropyBoundSampler, Sampler, step_stats
 
 
 @dataclass
@@ -204,9 +204,8 @@ class Engine:
                     logits = model.denoise(current[rows], sub_cache,
                                            self_conditioning_embeds=None if soft is None else soft[rows])
                 logits.div_(temperature_at(cfg, step))
-                if cfg.top_k is not None or cfg.top_p is not None:
-                    filter_logits(logits, cfg.top_k, cfg.top_p)
-                stats = step_stats(logits, gen, emb_w, emb_scale, None if rows is None else active)
+                stats = step_stats(logits, gen, emb_w, emb_scale, None if rows is None else active, cfg.top_k,
+                                   cfg.top_p)
                 del logits
                 if rows is not None:
                     stats = stats.scatter_rows(rows, B)

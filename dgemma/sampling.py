@@ -49,7 +49,8 @@ def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) 
 
 
 def step_stats(processed: torch.Tensor, generator: torch.Generator, embed_weight: torch.Tensor | None,
-               embed_scale: torch.Tensor | None, batch_rows: list[bool] | None = None) -> StepStats:
+               embed_scale: torch.Tensor | None, batch_rows: list[bool] | None = None, top_k: int | None = None,
+               top_p: float | None = None) -> StepStats:
     """Sample, argmax, entropy and (optionally) soft embeddings from (A, L, V) processed logits.
 
     Matches the reference bit for bit: multinomial over softmax(float32) rows in order (chunking rows does not
@@ -76,6 +77,8 @@ def step_stats(processed: torch.Tensor, generator: torch.Generator, embed_weight
             continue
         for i in range(0, L, chunk_rows):
             chunk = processed[a, i:i + chunk_rows]
+            if top_k is not None or top_p is not None:
+                filter_logits(chunk, top_k, top_p)  # in place, chunk by chunk: no full-size temporaries
             probs = torch.softmax(chunk, dim=-1, dtype=torch.float32)
             pick = torch.multinomial(probs, 1, generator=generator)
             sampled[a, i:i + chunk_rows] = pick[:, 0]

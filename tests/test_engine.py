@@ -245,3 +245,10 @@ def test_rows_done_denoising_leave_the_decoder_batch(checkpoint):
     assert torch.equal(full.sequences, again.sequences)
     assert sizes[0] == 3 and min(sizes) < 3  # rows that stopped early cost no decoder work
     assert sum(sizes) == int(full.decoder_passes.sum())
+
+
+def test_top_k_and_top_p_restrict_the_samples():
+    logits = torch.log(torch.tensor([[[0.5, 0.3, 0.15, 0.05]] * 200]))
+    for top_k, top_p, allowed in [(2, None, {0, 1}), (None, 0.7, {0, 1}), (None, 0.85, {0, 1, 2}), (1, None, {0})]:
+        stats = step_stats(logits.clone(), torch.Generator().manual_seed(0), None, None, top_k=top_k, top_p=top_p)
+        assert set(stats.sampled.flatten().tolist()) == allowed
