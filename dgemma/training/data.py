@@ -1,0 +1,152 @@
+"""Training data: each batch is (ids (B, T), prompt_len P) with T = P + C*canvas_length."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+
+
+class DataError(ValueError):
+    pass
+
+
+def _sudoku_augment(puzzle, solution, rng: random.Random):
+    """A random symmetry of the grid: digit relabelling, band/stack and row/col-in-band permutations, transpose."""
+    digits = list(range(1, 10)); rng.shuffle(digits)
+    relabel = [0] + digits
+    bands = rng.sample(range(3), 3); stacks = rng.sample(range(3), 3)
+    rows = [b * 3 + r for b in bands for r in rng.sample(range(3), 3)]
+    cols = [s * 3 + c for s in stacks for c in rng.sample(range(3), 3)]
+    tr = rng.random() < 0.5
+    def apply(cells):
+        out = []
+        for r in range(9):
+            for c in range(9):
+                rr, cc = rows[r], cols[c]
+                if tr:
+                    rr, cc = cc, rr
+                out.append(relabel[cells[rr * 9 + cc]])
+        return out
+    return apply(puzzle), apply(solution)
+
+
+class SudokuData:
+    """A pool of generated puzzles, augmented by grid symmetries on the fly (effectively unlimited data)."""
+
+    def __init__(self, n: int, seed: int, canvas_length: int):
+        from dgemma.tasks import sudoku
+        if canvas_length != 81:
+            raise DataError(f"sudoku needs canvas_length 81, the model has {canvas_length}")
+        self.s = sudoku
+        self.pool = [(p.puzzle, p.solution) for p in sudoku.generate_dataset(n, seed)]
+
+    def batch(self, batch_size: int, rng: random.Random, augment: bool = True):
+        ids = []
+        for _ in range(batch_size):
+            p, s = self.pool[rng.randrange(len(self.pool))]
+            if augment:
+                p, s = _sudoku_augment(p, s, rng)
+            ids.append(self.s.encode_prompt(p) + self.s.encode_solution(s))
+        return torch.tensor(ids), 82
+
+    def fixed(self, n: int):
+        ids = [self.s.encode_prompt(p) + self.s.encode_solution(s) for p, s in self.pool[:n]]
+        return torch.tensor(ids), 82
+
+
+class PackedText:
+    """Pretraining: documents joined with EOS into one token stream; a batch takes random windows of
+    P + C*L tokens, P drawn per batch from [1, L] so canvas boundaries fall anywhere in the text."""
+
+    def __init__(self, tokens: list[int], canvas_length: int, canvases: int):
+        self.tokens = torch.tensor(tokens, dtype=torch.long)
+        self.L, self.C = canvas_length, canvases
+        if len(self.tokens) < (self.C + 1) * self.L + 1:
+            raise DataError(f"only {len(self.tokens)} tokens of text, need at least {(self.C + 1) * self.L + 1}")
+
+    def batch(self, batch_size: int, rng: random.Random, P: int | None = None):
+        P = rng.randint(1, self.L) if P is None else P
+        T = P + self.C * self.L
+        starts = [rng.randrange(len(self.tokens) - T) for _ in range(batch_size)]
+        return torch.stack([self.tokens[s:s + T] for s in starts]), P
+
+    def fixed(self, n: int, P: int | None = None):
+        P = self.L // 2 if P is None else P
+        T = P + self.C * self.L
+        step = max(1, (len(self.tokens) - T) // n)
+        return torch.stack([self.tokens[i * step:i * step + T] for i in range(n)]), P
+
+
+def read_text_files(paths, tokenizer) -> list[int]:
+    toks = []
+    for p in paths:
+        p = Path(p)
+        if not p.is_file():
+            raise DataError(f"data file {p} does not exist")
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{p}: not UTF-8 text ({e})") from None
+        toks += [tokenizer.bos_id] + tokenizer.encode(text) + [tokenizer.eos_id]
+    return toks
+
+
+def read_jsonl(path, tokenizer) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, response ids) pairs from `prompt`/`response` or chat `messages` lines."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist")
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{n}: malformed JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{n}: expected a JSON object")
+            if "messages" in row:
+                msgs = row["messages"]
+                if not isinstance(msgs, list) or not msgs or msgs[-1].get("role") not in ("assistant", "model"):
+                    raise DataError(f"{path}:{n}: 'messages' must be a list ending with an assistant message")
+                try:
+                    prompt = tokenizer.apply_chat_template(msgs[:-1], add_generation_prompt=True)
+                except ValueError as e:
+                    raise DataError(f"{path}:{n}: {e}") from None
+                content = msgs[-1].get("content")
+                if not isinstance(content, str):
+                    raise DataError(f"{path}:{n}: assistant content must be a string")
+                response = tokenizer.encode(content + "<turn|>")
+            elif isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str):
+                prompt = tokenizer.encode(row["prompt"], add_bos=True)
+                response = tokenizer.encode(row["response"]) + [tokenizer.eos_id]
+            else:
+                raise DataError(f"{path}:{n}: expected 'prompt' and 'response' strings or 'messages'")
+            out.append((prompt, response))
+    if not out:
+        raise DataError(f"{path}: no examples")
+    return out
+
+
+class SFTData:
+    """Prompt/response pairs: prompts left-aligned to P = the batch's longest prompt by left PAD... kept simple:
+    each example is padded on the LEFT of the prompt with PAD to the batch's P, response EOS-filled to C*L."""
+
+    def __init__(self, pairs, canvas_length: int, eos_id: int, pad_id: int):
+        self.pairs, self.L, self.eos, self.pad = pairs, canvas_length, eos_id, pad_id
+
+    def _make(self, chosen):
+        P = max(len(p) for p, _ in chosen)
+        C = max(-(-len(r) // self.L) for _, r in chosen)
+        rows = [[self.pad] * (P - len(p)) + p + r + [self.eos] * (C * self.L - len(r)) for p, r in chosen]
+        return torch.tensor(rows), P
+
+    def batch(self, batch_size: int, rng: random.Random):
+        return self._make([self.pairs[rng.randrange(len(self.pairs))] for _ in range(batch_size)])
+
+    def fixed(self, n: int):
+        return self._make(self.pairs[:n])

@@ -1,0 +1,183 @@
+"""The training objective of DESIGN.md section 3, vectorised over canvases.
+
+Layout of one batch: `ids` (B, T) clean tokens, T = P + C*L: a prompt of P tokens, then C canvases of
+L = canvas_length tokens (the last EOS-filled by the data code). One causal encoder pass over the clean
+sequence records every layer's keys/values; ONE decoder pass runs every supervised noised canvas, each
+attending to [clean keys it may see ; its own noised keys] through a block mask:
+canvas c (start slot s = P + c*L) sees clean slots j < s (and j >= s - (window-1) on sliding layers) and
+its own canvas bidirectionally, exactly what `model.denoise` sees on a cache holding ids[:, :s].
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def corrupt(canvas: torch.Tensor, t: torch.Tensor, vocab_size: int, generator=None) -> torch.Tensor:
+    """Replace each token by a uniform random vocab token with probability t (t broadcast over the last dim)."""
+    u = torch.rand(canvas.shape, generator=generator, device=canvas.device)
+    noise = torch.randint(0, vocab_size, canvas.shape, generator=generator, device=canvas.device)
+    return torch.where(u < t[..., None], noise, canvas)
+
+
+def split_canvases(prompt_len: int, total_len: int, canvas_length: int) -> int:
+    n = total_len - prompt_len
+    if n <= 0 or n % canvas_length:
+        raise ValueError(f"response part of {n} tokens is not a positive multiple of canvas_length {canvas_length}")
+    return n // canvas_length
+
+
+def head(model, hidden: torch.Tensor) -> torch.Tensor:
+    """model.logits without its in-place ops (autograd needs tanh's output): tied head, float32 softcap."""
+    cap = model.config.final_logit_softcapping
+    return torch.tanh(F.linear(hidden, model.embed_tokens.weight).float() / cap) * cap
+
+
+def encoder_masks(model, T: int, device) -> dict:
+    q = torch.arange(T, device=device)[:, None]
+    k = torch.arange(T, device=device)[None, :]
+    causal = k <= q
+    out = {}
+    for kind in model.kinds:
+        layer = model.config.layer_types.index(kind)
+        m = causal
+        if model.config.is_sliding(layer):
+            m = m & (q - k < model.config.sliding_window)
+        out[kind] = m
+    return out
+
+
+def decoder_masks(model, P: int, L: int, canvas_idx: torch.Tensor, T: int) -> dict:
+    """canvas_idx (B, K): which canvas each decoder block is. Mask (B, 1, K*L, T + K*L)."""
+    B, K = canvas_idx.shape
+    device = canvas_idx.device
+    start = P + canvas_idx * L  # (B, K)
+    qstart = start.repeat_interleave(L, dim=1)[:, :, None]  # (B, K*L, 1)
+    slots = torch.arange(T, device=device)[None, None, :]
+    qblock = torch.arange(K * L, device=device) // L
+    own = (qblock[:, None] == qblock[None, :])[None].expand(B, -1, -1)
+    out = {}
+    for kind in model.kinds:
+        layer = model.config.layer_types.index(kind)
+        clean = slots < qstart
+        if model.config.is_sliding(layer):
+            clean = clean & (slots >= qstart - (model.config.sliding_window - 1))
+        out[kind] = torch.cat([clean, own], dim=2)[:, None]
+    return out
+
+
+def encoder_forward(model, ids: torch.Tensor, checkpoint: bool = False):
+    """Causal pass over the clean sequence; returns (hidden, {layer: (k, v)})."""
+    B, T = ids.shape
+    masks = encoder_masks(model, T, ids.device)
+    store: dict = {}
+
+    def kv_fn(layer, k, v):  # idempotent under checkpoint recompute: the same slot is overwritten
+        store[layer] = (k, v)
+        return k, v, masks[model.config.layer_types[layer]]
+
+    positions = torch.arange(T, device=ids.device)[None].expand(B, -1)
+    hidden = model.run_layers(model.embed(ids), positions, kv_fn, encoder=True, checkpoint=checkpoint)
+    return hidden, store
+
+
+def decoder_forward(model, noised: torch.Tensor, canvas_idx: torch.Tensor, P: int, store: dict, T: int,
+                    soft: torch.Tensor | None = None, checkpoint: bool = False, detach: bool = False):
+    """noised (B, K*L) canvases at canvas_idx (B, K); returns (B, K*L, V) float32 logits."""
+    B = noised.shape[0]
+    L = model.config.canvas_length
+    masks = decoder_masks(model, P, L, canvas_idx, T)
+    positions = (P + canvas_idx * L).repeat_interleave(L, dim=1) + (torch.arange(noised.shape[1], device=noised.device) % L)
+
+    def kv_fn(layer, k, v):
+        ck, cv = store[layer]
+        if detach:
+            ck, cv = ck.detach(), cv.detach()
+        return torch.cat([ck, k], dim=2), torch.cat([cv, v], dim=2), masks[model.config.layer_types[layer]]
+
+    x = model.self_conditioning(model.embed(noised), soft)
+    return head(model, model.run_layers(x, positions, kv_fn, encoder=False, checkpoint=checkpoint))
+
+
+def sample_draws(model, ids: torch.Tensor, prompt_len: int, supervise: str = "one", sc_prob: float = 0.5,
+                 generator=None, given: dict | None = None) -> dict:
+    """The random choices of one batch, those not `given`, in a fixed order: canvas_idx (B,K), t (B,K),
+    noised (B,K*L), sc (B,). Drawn for the whole global batch so that data-parallel ranks, each taking its
+    rows, see exactly what one process would."""
+    B, T = ids.shape
+    L, V, P = model.config.canvas_length, model.config.vocab_size, prompt_len
+    C = split_canvases(P, T, L)
+    dev = ids.device
+    draws = dict(given or {})
+    if "canvas_idx" not in draws:
+        if supervise == "all":
+            draws["canvas_idx"] = torch.arange(C, device=dev)[None].expand(B, -1)
+        elif supervise == "one":
+            draws["canvas_idx"] = torch.randint(0, C, (B, 1), generator=generator, device=dev)
+        else:
+            raise ValueError(f"supervise must be 'one' or 'all', got {supervise!r}")
+    K = draws["canvas_idx"].shape[1]
+    if "t" not in draws:
+        draws["t"] = torch.rand((B, K), generator=generator, device=dev) * (1 - 1e-3) + 1e-3
+    if "noised" not in draws:
+        target = ids.gather(1, canvas_slots(P, L, draws["canvas_idx"]))
+        draws["noised"] = corrupt(target.view(B, K, L), draws["t"], V, generator).view(B, K * L)
+    if "sc" not in draws:
+        draws["sc"] = torch.rand((B,), generator=generator, device=dev) < sc_prob
+    return draws
+
+
+def canvas_slots(P: int, L: int, canvas_idx: torch.Tensor) -> torch.Tensor:
+    """(B, K) canvas indices -> (B, K*L) sequence slots of their tokens."""
+    K = canvas_idx.shape[1]
+    return (P + canvas_idx * L).repeat_interleave(L, dim=1) + torch.arange(K * L, device=canvas_idx.device) % L
+
+
+def diffusion_loss(model, ids: torch.Tensor, prompt_len: int, supervise: str = "one",
+                   encoder_loss_weight: float = 1.0, sc_prob: float = 0.5, generator=None,
+                   checkpoint: bool = False, norm_tokens: float | None = None, enc_norm_tokens: float | None = None,
+                   return_parts: bool = False, draws: dict | None = None,
+                   decoder_loss_weight: float = 1.0, same_passes: bool = False):
+    """Loss of one (micro)batch. `norm_tokens` is the global number of supervised canvas tokens (defaults to this
+    batch's); `enc_norm_tokens` likewise for the encoder's next-token targets. Random draws come from
+    `generator` (or are given in `draws`: t (B,K), noised (B,K*L), sc (B,), canvas_idx (B,K)).
+    `same_passes`: run the self-conditioning pass over every row, whatever the draws (rows drawn "off" still get the
+    exact zero signal), so that every FSDP2 rank runs the same modules and so the same collectives."""
+    B, T = ids.shape
+    L = model.config.canvas_length
+    V = model.config.vocab_size
+    P = prompt_len
+    draws = sample_draws(model, ids, P, supervise, sc_prob, generator, draws)
+    canvas_idx = draws["canvas_idx"]
+    target = ids.gather(1, canvas_slots(P, L, canvas_idx))  # (B, K*L)
+    noised, sc = draws["noised"], draws["sc"]
+
+    hidden, store = encoder_forward(model, ids, checkpoint=checkpoint)
+    enc_logits = head(model, hidden[:, :-1])
+    enc_sum = F.cross_entropy(enc_logits.reshape(-1, V), ids[:, 1:].reshape(-1), reduction="sum")
+
+    n_enc = float(enc_norm_tokens if enc_norm_tokens is not None else B * (T - 1))
+    if decoder_loss_weight == 0:  # autoregressive baseline: the encoder's next-token loss only
+        enc = enc_sum / n_enc
+        loss = encoder_loss_weight * enc
+        if return_parts:
+            return loss, {"decoder": torch.tensor(float("nan")), "encoder": enc.detach(), "draws": draws}
+        return loss
+    soft = None
+    if same_passes or bool(sc.any()):
+        with torch.no_grad():
+            rows = torch.arange(B, device=ids.device) if same_passes else sc.nonzero().squeeze(1)
+            sub = {i: (k[rows], v[rows]) for i, (k, v) in store.items()}
+            first = decoder_forward(model, noised[rows], canvas_idx[rows], P, sub, T, None, detach=True)
+            full = first.new_zeros((B,) + first.shape[1:])
+            full[rows] = first
+        soft = model.soft_embeddings(full, sc)
+    logits = decoder_forward(model, noised, canvas_idx, P, store, T, soft, checkpoint=checkpoint)
+    dec_sum = F.cross_entropy(logits.reshape(-1, V), target.reshape(-1), reduction="sum")
+    n_dec = float(norm_tokens if norm_tokens is not None else target.numel())
+    dec = dec_sum / n_dec
+    enc = enc_sum / n_enc
+    loss = decoder_loss_weight * dec + encoder_loss_weight * enc
+    if return_parts:
+        return loss, {"decoder": dec.detach(), "encoder": enc.detach(), "draws": draws, "logits": logits}
+    return loss

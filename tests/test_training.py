@@ -1,0 +1,275 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dgemma import DiffusionGemma
+from dgemma.training import data as D
+from dgemma.training.cli import parse
+from dgemma.training.objective import corrupt, diffusion_loss, head
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return DiffusionGemma.from_pretrained("tiny")  # sliding window 16 < canvas 32: the window is exercised
+
+
+def test_corruption_rate_matches_t():
+    g = torch.Generator().manual_seed(0)
+    canvas = torch.full((4, 20000), 7)
+    t = torch.tensor([0.001, 0.25, 0.5, 0.9])
+    out = corrupt(canvas, t, 256, g)
+    changed = (out != canvas).float().mean(1)
+    expected = t * (1 - 1 / 256)  # a uniform draw equals the original token 1/V of the time
+    assert torch.allclose(changed, expected, atol=0.015)
+
+
+def _draws(model, ids, P, g):
+    _, parts = diffusion_loss(model, ids, P, "all", generator=g, return_parts=True)
+    d = parts["draws"]
+    d["sc"] = torch.zeros(ids.shape[0], dtype=torch.bool)
+    return d
+
+
+def test_vectorised_decoder_equals_denoise(model):
+    L = model.config.canvas_length
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 256, (2, 5 + 3 * L), generator=g)
+    d = _draws(model, ids, 5, g)
+    with torch.no_grad():
+        _, parts = diffusion_loss(model, ids, 5, "all", draws=d, return_parts=True)
+        for b in range(3):
+            cache = model.new_cache(2, 5 + 4 * L)
+            model.encode(ids[:, :5 + b * L], cache)
+            ref = model.denoise(d["noised"][:, b * L:(b + 1) * L], cache)
+            torch.testing.assert_close(parts["logits"][:, b * L:(b + 1) * L], ref, atol=1e-4, rtol=1e-4)
+
+
+def test_canvas_b_does_not_see_its_own_or_later_clean_tokens(model):
+    L = model.config.canvas_length
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, 256, (2, 5 + 3 * L), generator=g)
+    d = _draws(model, ids, 5, g)
+    with torch.no_grad():
+        _, a = diffusion_loss(model, ids, 5, "all", draws=d, return_parts=True)
+        ids2 = ids.clone()
+        ids2[:, 5 + L:] = torch.randint(3, 256, ids2[:, 5 + L:].shape, generator=g)  # clean canvases 1, 2 change
+        _, b = diffusion_loss(model, ids2, 5, "all", draws=d, return_parts=True)
+    # canvas 0 and 1's logits (noised inputs fixed) are unchanged; canvas 2 sees clean canvas 1, so it changes
+    torch.testing.assert_close(a["logits"][:, :2 * L], b["logits"][:, :2 * L])
+    assert (a["logits"][:, 2 * L:] - b["logits"][:, 2 * L:]).abs().max() > 1e-3
+
+
+def test_loss_equals_hand_computed(model):
+    L = model.config.canvas_length
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(3, 256, (2, 4 + 2 * L), generator=g)
+    d = _draws(model, ids, 4, g)
+    with torch.no_grad():
+        loss, parts = diffusion_loss(model, ids, 4, "all", encoder_loss_weight=0.5, draws=d, return_parts=True)
+        cache = model.new_cache(2, ids.shape[1])
+        enc_logits = model.logits(model.encode(ids, cache))
+        enc = F.cross_entropy(enc_logits[:, :-1].reshape(-1, 256), ids[:, 1:].reshape(-1))
+        total = 0.0
+        for b in range(2):
+            c = model.new_cache(2, ids.shape[1] + L)
+            model.encode(ids[:, :4 + b * L], c)
+            lg = model.denoise(d["noised"][:, b * L:(b + 1) * L], c)
+            total = total + F.cross_entropy(lg.reshape(-1, 256), ids[:, 4 + b * L:4 + (b + 1) * L].reshape(-1),
+                                            reduction="sum")
+        dec = total / (2 * 2 * L)
+    torch.testing.assert_close(loss, dec + 0.5 * enc, atol=1e-4, rtol=1e-4)
+
+
+def test_gradients_flow_and_sc_pass(model):
+    L = model.config.canvas_length
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(3, 256, (4, 3 + L), generator=g)
+    loss = diffusion_loss(model, ids, 3, "one", generator=g)
+    loss.backward()
+    assert model.embed_tokens.weight.grad is not None
+    model.zero_grad(set_to_none=True)
+
+
+def test_bad_jsonl_names_file_and_line(tmp_path):
+    from dgemma.tokenizer import Tokenizer, default_tokenizer_path
+    tok = Tokenizer.from_file(default_tokenizer_path())
+    p = tmp_path / "d.jsonl"
+    p.write_text('{"prompt": "a", "response": "b"}\n{oops\n')
+    with pytest.raises(D.DataError, match=r"d.jsonl:2"):
+        D.read_jsonl(p, tok)
+    with pytest.raises(D.DataError, match="does not exist"):
+        D.read_jsonl(tmp_path / "missing.jsonl", tok)
+
+
+def test_cli_rejects_bad_flags(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        parse(["--data", "x", "--supervise", "some"])
+    assert "--supervise" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse(["--data", "x", "--steps", "0"])
+    assert "--steps" in capsys.readouterr().err
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('data = "sudoku"\nsteps = 7\n')
+    args = parse(["--config", str(cfg), "--steps", "9"])
+    assert args.data == "sudoku" and args.steps == 9
+    cfg.write_text('nonsense = 1\n')
+    with pytest.raises(SystemExit):
+        parse(["--config", str(cfg), "--data", "x"])
+
+
+def test_trainer_runs_and_checkpoint_loads_in_transformers(tmp_path):
+    from dgemma.training.trainer import train
+    out = tmp_path / "run"
+    mc = json.dumps({"vocab_size": 16, "canvas_length": 81, "sliding_window": 256})
+    args = parse(["--data", "sudoku:40", "--init", "tiny", "--model-config", mc, "--steps", "3", "--batch-size", "4",
+                  "--out", str(out), "--eval-every", "3", "--eval-batches", "1", "--eval-examples", "8",
+                  "--threads", "1", "--export", str(tmp_path / "export")])
+    row = train(args)
+    assert row["step"] == 3 and row["decoder"] > 0
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["kind"] == "eval" for r in rows)
+    from transformers import DiffusionGemmaForBlockDiffusion
+    _, info = DiffusionGemmaForBlockDiffusion.from_pretrained(out / "checkpoint", output_loading_info=True)
+    assert [k for k in info["missing_keys"] if "vision" not in k] == [] and not info["unexpected_keys"]
+    m = DiffusionGemma.from_pretrained(tmp_path / "export")
+    assert m.config.vocab_size == 16
+
+
+def test_lora_saves_loads_and_changes_logits_only_when_attached(tmp_path):
+    from dgemma.training import lora
+    m = DiffusionGemma.from_pretrained("tiny")
+    ids = torch.randint(3, 256, (1, 10))
+    canvas = torch.randint(0, 256, (1, 32))
+
+    def logits():
+        with torch.no_grad():
+            c = m.new_cache(1, 42)
+            m.encode(ids, c)
+            return m.denoise(canvas, c)
+
+    base = logits()
+    params = lora.attach(m, rank=4, alpha=8)
+    torch.testing.assert_close(logits(), base)  # B starts at zero
+    with torch.no_grad():
+        for p in params:
+            p.add_(torch.randn_like(p) * 0.05)
+    tuned = logits()
+    assert (tuned - base).abs().max() > 1e-3
+    assert all(not p.requires_grad for n, p in m.named_parameters() if "lora_" not in n)
+    lora.save(m, tmp_path / "ad")
+    lora.detach(m)
+    torch.testing.assert_close(logits(), base)
+    lora.load(m, tmp_path / "ad")
+    torch.testing.assert_close(logits(), tuned)
+    lora.detach(m)
+    torch.testing.assert_close(logits(), base)
+
+
+def test_trainer_lora_and_ar_modes(tmp_path):
+    from dgemma.training.trainer import train
+    mc = json.dumps({"vocab_size": 16, "canvas_length": 81, "sliding_window": 256})
+    common = ["--data", "sudoku:20", "--init", "tiny", "--model-config", mc, "--steps", "2", "--batch-size", "2",
+              "--eval-every", "2", "--eval-batches", "1", "--eval-examples", "4", "--threads", "1"]
+    row = train(parse(common + ["--out", str(tmp_path / "l"), "--lora-rank", "2"]))
+    assert (tmp_path / "l" / "adapter" / "adapter.safetensors").is_file() and row["decoder"] > 0
+    row = train(parse(common + ["--out", str(tmp_path / "a"), "--decoder-loss-weight", "0"]))
+    assert row["encoder"] > 0
+
+
+@pytest.mark.parametrize("extra", [[], ["--lora-rank", "2"]], ids=["full", "lora"])
+def test_resume_equals_uninterrupted(tmp_path, extra):
+    from dgemma.training.trainer import train
+    mc = json.dumps({"vocab_size": 16, "canvas_length": 81, "sliding_window": 256})
+    common = ["--data", "sudoku:20", "--init", "tiny", "--model-config", mc, "--steps", "4", "--batch-size", "2",
+              "--eval-every", "100", "--eval-batches", "1", "--eval-examples", "4", "--threads", "1", "--warmup", "2",
+              *extra]
+    train(parse(common + ["--out", str(tmp_path / "full")]))
+    train(parse(common + ["--out", str(tmp_path / "part"), "--stop-after", "2"]))
+    train(parse(common + ["--out", str(tmp_path / "part"), "--resume"]))
+
+    def losses(d):
+        return [(r["step"], r["decoder"], r["encoder"]) for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
+                if r["kind"] == "train"]
+    full, part = losses(tmp_path / "full"), losses(tmp_path / "part")
+    assert [r[0] for r in part] == [1, 2, 3, 4]
+    for a, b in zip(full, part):
+        assert a[0] == b[0] and abs(a[1] - b[1]) < 1e-5 and abs(a[2] - b[2]) < 1e-5
+
+
+def _metrics(d):
+    return [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, mode):
+    """torchrun, 2 CPU processes on gloo, 2 rows each == 1 process with 4 rows: losses, grad norms, weights."""
+    import subprocess
+    import sys
+    from safetensors.torch import load_file
+    from dgemma.training.trainer import train
+    mc = json.dumps({"vocab_size": 16, "canvas_length": 81, "sliding_window": 256})
+    common = ["--data", "sudoku:20", "--init", "tiny", "--model-config", mc, "--steps", "3", "--eval-every", "3",
+              "--eval-batches", "1", "--eval-examples", "4", "--threads", "1", "--warmup", "2"]
+    train(parse(common + ["--batch-size", "4", "--out", str(tmp_path / "one")]))
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "dgemma.training.cli", *common, "--batch-size", "2", "--dist", mode,
+                          "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"{mode} over 2 processes" in run.stdout
+    one, two = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+    assert [r["kind"] for r in one] == [r["kind"] for r in two] == ["train"] * 3 + ["eval"]
+    for a, b in zip(one, two):
+        for key in ("decoder", "encoder", "grad_norm"):
+            if key in a:
+                assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(a[key])), (key, a, b)
+    w1 = load_file(str(tmp_path / "one" / "checkpoint" / "model.safetensors"))
+    w2 = load_file(str(tmp_path / "two" / "checkpoint" / "model.safetensors"))
+    assert w1.keys() == w2.keys()
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], atol=1e-4, rtol=1e-3)  # Adam magnifies last-bit gradient differences
+
+
+def test_cli_missing_data_fails_before_training(tmp_path, capsys):
+    from dgemma.cli import main
+    rc = main(["train", "--data", str(tmp_path / "nope.txt"), "--tokenizer", "dgemma/assets/code/tokenizer.json",
+               "--out", str(tmp_path / "o"), "--steps", "1"])
+    assert rc == 2 and "nope.txt" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "metrics.jsonl").exists()
+
+
+def _golden_run(steps=20):
+    """A tiny model's 20-step curve on fixed synthetic data (no tokenizer or task code involved). In float64:
+    a float32 run's last-bit differences between CPUs grow through 20 optimizer steps to ~1e-2, float64's do not."""
+    from dgemma.training.trainer import lr_at
+    torch.manual_seed(0)
+    m = DiffusionGemma.from_pretrained("tiny", seed=0, dtype=torch.float64)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3, betas=(0.95, 0.99), weight_decay=1e-4)
+    g = torch.Generator().manual_seed(0)
+    data = torch.randint(3, 40, (64, 8 + 2 * 32), generator=g)
+    curve = []
+    for step in range(steps):
+        for grp in opt.param_groups:
+            grp["lr"] = lr_at(step, steps, 5, 1e-3)
+        ids = data[torch.randint(0, 64, (4,), generator=g)]
+        loss, parts = diffusion_loss(m, ids, 8, "all", generator=g, return_parts=True)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        opt.step()
+        curve.append([float(parts["decoder"]), float(parts["encoder"])])
+    return curve
+
+
+def test_golden_curve():
+    from pathlib import Path
+    path = Path(__file__).parent / "data" / "golden_training_tiny.json"
+    curve = _golden_run()
+    golden = json.loads(path.read_text())["curve"]
+    assert len(golden) == 20
+    for (d, e), (gd, ge) in zip(curve, golden):
+        assert abs(d - gd) < 1e-6 and abs(e - ge) < 1e-6
+    assert curve[-1][0] < curve[0][0]
