@@ -1,0 +1,650 @@
+"""The HTTP side: an OpenAI-compatible FastAPI app over a `BatchEngine` (see docs/serving.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI
+from fastapi import Request as HttpRequest
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .batcher import BatchEngine, EngineDeadError, QueueFullError, Request, SamplingParams
+
+log = logging.getLogger("dgemma.serving")
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+
+
+def error_body(message, type_="invalid_request_error", param=None, code=None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+# --- request schemas ---------------------------------------------------------------------------------------------
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+
+
+class Extensions(BaseModel):
+    """dgemma's own sampling fields (send them with the OpenAI client's `extra_body`)."""
+    model_config = ConfigDict(extra="forbid")
+    top_k: int | None = Field(None, ge=1)
+    denoising_steps: int | None = Field(None, ge=1, le=1024)
+    t_min: float | None = Field(None, gt=0)
+    t_max: float | None = Field(None, gt=0)
+    sampler: Literal["entropy", "confidence", "topk"] | None = None
+    entropy_bound: float | None = Field(None, gt=0)
+    confidence_tau: float | None = Field(None, gt=0, le=1)
+    drafts: bool = False  # stream `dgemma_draft` events carrying the denoising canvas
+    user: str | None = None
+    presence_penalty: float | None = 0.0
+    frequency_penalty: float | None = 0.0
+    logit_bias: dict[str, float] | None = None
+    n: int | None = 1
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+
+
+class CompletionRequest(Extensions):
+    model: str
+    prompt: str | list[str] | list[int]
+    suffix: str | None = None
+    max_tokens: int | None = Field(16, ge=1)
+    echo: bool = False
+    logprobs: int | None = None
+    best_of: int | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[dict[str, Any]]
+    name: str | None = None
+
+
+class ChatRequest(Extensions):
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+
+
+class InfillRequest(BaseModel):
+    """llama.cpp's /infill: the gap between input_prefix and input_suffix (n_predict: the gap's length)."""
+    model_config = ConfigDict(extra="ignore")  # llama.cpp clients send many of their own sampler knobs
+    input_prefix: str = ""
+    input_suffix: str = ""
+    prompt: str = ""
+    input_extra: list[dict[str, Any]] = []
+    n_predict: int | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_k: int | None = None
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None
+    stream: bool = False
+
+
+class TokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content: str
+    add_special: bool = False
+    with_pieces: bool = False
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tokens: list[int]
+
+
+# --- server state ------------------------------------------------------------------------------------------------
+class ServerState:
+    def __init__(self, model_dir: str, model_name: str | None = None, max_batch: int = 8, max_queue: int = 64,
+                 context_length: int | None = None, lock_after: int = 2, api_key: str | None = None,
+                 dtype: str = "float32", startup_delay: float = 0.0, device: str | None = None):
+        self.model_dir, self.api_key = model_dir, api_key
+        self.model_name = model_name or Path(model_dir).name or str(model_dir)
+        self.kw = dict(max_batch=max_batch, max_queue=max_queue, context_length=context_length,
+                       lock_after=lock_after)
+        self.dtype, self.startup_delay, self.device = dtype, startup_delay, device
+        self.status, self.load_error = "loading", None
+        self.engine: BatchEngine | None = None
+        self.tokenizer = None
+        self.created = int(time.time())
+        self.http = {"completions": 0, "chat": 0, "infill": 0, "errors": 0}
+
+    def load(self):
+        try:
+            if self.startup_delay:
+                time.sleep(self.startup_delay)
+            import torch
+
+            from ..model import DiffusionGemma
+            from ..tokenizer import Tokenizer, default_tokenizer_path
+            torch.set_grad_enabled(False)
+            path = Path(self.model_dir)
+            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            model = DiffusionGemma.from_pretrained(self.model_dir, dtype=getattr(torch, self.dtype), device=device)
+            tok_file = path / "tokenizer.json"
+            self.tokenizer = Tokenizer.from_file(tok_file if tok_file.is_file() else default_tokenizer_path())
+            if self.tokenizer.vocab_size > model.config.vocab_size:
+                raise ValueError(f"tokenizer has {self.tokenizer.vocab_size} tokens but the model only "
+                                 f"{model.config.vocab_size}")
+            self.defaults = dict(getattr(model, "generation_defaults", {}) or {})
+            self.engine = BatchEngine(model, **self.kw).start()
+            self.status = "ok"
+            log.warning("dgemma serve: model %s ready (context %d, batch %d)", self.model_name,
+                        self.engine.context_length, self.engine.max_batch)
+        except BaseException as e:  # noqa: BLE001
+            log.exception("loading failed")
+            self.status, self.load_error = "error", f"{type(e).__name__}: {e}"
+
+    def ready(self) -> BatchEngine:
+        if self.status == "loading":
+            raise APIError(503, "the model is still loading", "server_error", code="model_loading")
+        if self.status != "ok" or not self.engine.alive:
+            raise APIError(503, f"the engine is not running: {self.load_error or self.engine.error}", "server_error",
+                           code="engine_dead")
+        return self.engine
+
+
+class APIKeyMiddleware:
+    """`Authorization: Bearer KEY` on /v1/* (pure ASGI: BaseHTTPMiddleware would hide client disconnects)."""
+
+    def __init__(self, app, state: ServerState):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        key = self.state.api_key
+        if key and scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            if not header.startswith("Bearer ") or header[7:].strip() != key:
+                msg = "You didn't provide an API key." if not header else "Incorrect API key provided."
+                await JSONResponse(error_body(msg, "invalid_request_error", None, "invalid_api_key"),
+                                   status_code=401)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _param_of(loc) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    # pydantic unions add the member type to the location; keep the field path only
+    parts = [p for p in parts if not (p[0].islower() and "[" in p) and p not in ("str", "int", "list[str]",
+                                                                                  "list[int]")]
+    return ".".join(parts) or None
+
+
+def create_app(state: ServerState) -> FastAPI:
+    app = FastAPI(title="dgemma", docs_url=None, redoc_url=None)
+    app.state.dgemma = state
+
+    @app.on_event("startup")
+    async def _startup():
+        threading.Thread(target=state.load, name="dgemma-load", daemon=True).start()
+
+    @app.on_event("shutdown")
+    async def _shutdown():
+        if state.engine:
+            state.engine.shutdown()
+
+    @app.exception_handler(APIError)
+    async def _api_error(request, exc: APIError):
+        state.http["errors"] += 1
+        return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request, exc: RequestValidationError):
+        state.http["errors"] += 1
+        err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = _param_of(err.get("loc", ()))
+        msg = err.get("msg", "invalid request")
+        if err.get("type") == "extra_forbidden":
+            msg = f"unsupported parameter: {param}"
+        elif err.get("type") == "missing":
+            msg = f"missing required parameter: {param}"
+        elif err.get("type") == "json_invalid":
+            param, msg = None, f"request body is not valid JSON: {msg}"
+        else:
+            msg = f"invalid value for {param}: {msg}" if param else msg
+        return JSONResponse(error_body(msg, "invalid_request_error", param, err.get("type")), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc: StarletteHTTPException):
+        return JSONResponse(error_body(str(exc.detail), "invalid_request_error", None, None),
+                            status_code=exc.status_code)
+
+    app.add_middleware(APIKeyMiddleware, state=state)
+
+    # --- simple endpoints ---------------------------------------------------------------------------------------
+    @app.get("/health")
+    async def health():
+        if state.status == "loading":
+            return JSONResponse({"status": "loading"}, status_code=503)
+        if state.status != "ok" or not state.engine.alive:
+            return JSONResponse({"status": "error", "error": state.load_error or repr(state.engine.error)},
+                                status_code=503)
+        running, waiting = state.engine.counts()
+        return {"status": "ok", "running": running, "waiting": waiting}
+
+    def model_card():
+        eng = state.ready()
+        return {"id": state.model_name, "object": "model", "created": state.created, "owned_by": "dgemma",
+                "context_length": eng.context_length, "max_model_len": eng.context_length,
+                "canvas_length": eng.L}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def one_model(model_id: str):
+        card = model_card()
+        if model_id != state.model_name:
+            raise APIError(404, f"The model '{model_id}' does not exist", param="model", code="model_not_found")
+        return card
+
+    @app.post("/tokenize")
+    async def tokenize(body: TokenizeRequest):
+        state.ready()
+        ids = state.tokenizer.encode(body.content, add_bos=body.add_special)
+        if body.with_pieces:
+            return {"tokens": [{"id": i, "piece": state.tokenizer.decode([i], skip_special=False)} for i in ids]}
+        return {"tokens": ids}
+
+    @app.post("/detokenize")
+    async def detokenize(body: DetokenizeRequest):
+        eng = state.ready()
+        bad = [t for t in body.tokens if not 0 <= t < eng.V]
+        if bad:
+            raise APIError(400, f"token ids outside the vocabulary [0, {eng.V}): {bad[:5]}", param="tokens")
+        return {"content": state.tokenizer.decode(body.tokens, skip_special=False)}
+
+    @app.get("/metrics")
+    async def metrics():
+        return PlainTextResponse(render_metrics(state), media_type="text/plain; version=0.0.4")
+
+    if os.environ.get("DGEMMA_SERVE_TEST_HOOKS") == "1":
+        @app.post("/debug/kill-engine")
+        async def kill_engine():
+            eng = state.ready()
+
+            def boom(*a, **k):
+                raise RuntimeError("killed by /debug/kill-engine")
+            eng._step = boom
+            eng._admit = boom
+            eng.wake.set()
+            for _ in range(100):
+                if not eng.alive:
+                    break
+                await asyncio.sleep(0.02)
+            return {"alive": eng.alive}
+
+    # --- generation ---------------------------------------------------------------------------------------------
+    def check_model(name: str):
+        if name != state.model_name:
+            raise APIError(404, f"The model '{name}' does not exist", param="model", code="model_not_found")
+
+    def reject_unsupported(body):
+        checks = [("n", body.n not in (None, 1), "only n=1 is supported"),
+                  ("logit_bias", bool(body.logit_bias), "logit_bias is not supported"),
+                  ("presence_penalty", bool(body.presence_penalty), "presence_penalty is not supported"),
+                  ("frequency_penalty", bool(body.frequency_penalty), "frequency_penalty is not supported"),
+                  ("stream_options", body.stream_options is not None and not body.stream,
+                   "stream_options is only allowed with stream=true")]
+        if isinstance(body, CompletionRequest):
+            checks += [("echo", body.echo, "echo is not supported"),
+                       ("logprobs", body.logprobs is not None, "logprobs is not supported"),
+                       ("best_of", body.best_of not in (None, 1), "best_of is not supported")]
+        else:
+            checks += [("logprobs", bool(body.logprobs), "logprobs is not supported"),
+                       ("top_logprobs", body.top_logprobs is not None, "top_logprobs is not supported"),
+                       ("tools", bool(body.tools), "tools are not supported"),
+                       ("tool_choice", body.tool_choice not in (None, "none"), "tool_choice is not supported"),
+                       ("response_format", body.response_format not in (None, {"type": "text"}),
+                        "response_format other than text is not supported")]
+        for param, bad, msg in checks:
+            if bad:
+                raise APIError(400, msg, param=param, code="unsupported_parameter")
+
+    def stops_of(stop) -> list[str]:
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if len(stops) > 4:
+            raise APIError(400, "at most 4 stop sequences are allowed", param="stop")
+        if any(s == "" for s in stops):
+            raise APIError(400, "stop sequences must not be empty", param="stop")
+        return stops
+
+    def make_params(body, max_tokens: int, prompt_len: int, eng: BatchEngine, temperature=None) -> SamplingParams:
+        d = state.defaults
+        if prompt_len + max_tokens > eng.context_length:
+            raise APIError(400, f"This model's maximum context length is {eng.context_length} tokens. However, you "
+                                f"requested {prompt_len + max_tokens} tokens ({prompt_len} in the prompt, "
+                                f"{max_tokens} in the completion). Please reduce the prompt or max_tokens.",
+                           param="max_tokens" if prompt_len < eng.context_length else "prompt",
+                           code="context_length_exceeded")
+        temp = body.temperature if temperature is None else temperature
+        p = SamplingParams(max_tokens=max_tokens, steps=getattr(body, "denoising_steps", None)
+                           or d.get("max_denoising_steps", 48),
+                           t_min=getattr(body, "t_min", None) or d.get("t_min", 0.4),
+                           t_max=getattr(body, "t_max", None) or d.get("t_max", 0.8),
+                           temperature=None if temp is None else max(temp, 1e-4),  # 0: greedy in effect
+                           top_k=body.top_k if body.top_k and body.top_k > 0 else None, top_p=body.top_p,
+                           sampler=getattr(body, "sampler", None) or "entropy",
+                           entropy_bound=getattr(body, "entropy_bound", None)
+                           or (d.get("sampler_config") or {}).get("entropy_bound", 0.1),
+                           tau=getattr(body, "confidence_tau", None) or 0.9,
+                           stability_threshold=d.get("stability_threshold", 1),
+                           confidence_threshold=d.get("confidence_threshold", 0.005),
+                           seed=body.seed, stop_ids=tuple(state.tokenizer.stop_ids) or (1,),
+                           drafts=bool(getattr(body, "drafts", False)))
+        if p.t_min > p.t_max:
+            raise APIError(400, f"t_min ({p.t_min}) must not exceed t_max ({p.t_max})", param="t_min")
+        return p
+
+    def run(http: HttpRequest, prompt: list[int], params: SamplingParams, stops: list[str],
+            suffix: list[int] | None = None):
+        """Submit a request now (so a full queue is a 503 even for streams) and return an async generator of
+        ("text", delta), ("draft", payload), finally ("done", info)."""
+        eng = state.ready()
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue = asyncio.Queue()
+
+        def emit(kind, payload):  # called from the engine thread: must never raise there
+            try:
+                loop.call_soon_threadsafe(q.put_nowait, (kind, payload))
+            except RuntimeError:  # the event loop is closed (server shutting down)
+                req.cancelled = True
+
+        req = Request(prompt, params, emit, suffix=suffix)
+        try:
+            eng.submit(req)
+        except QueueFullError as e:
+            raise APIError(503, str(e), "server_error", code="server_busy") from None
+        except EngineDeadError as e:
+            raise APIError(503, str(e), "server_error", code="engine_dead") from None
+        return _events(http, eng, req, q, prompt, stops)
+
+    async def _events(http, eng, req, q, prompt, stops):
+        tok = state.tokenizer
+        tokens: list[int] = []
+        sent = 0
+        hold = max((len(s) for s in stops), default=1) - 1
+        finished = False
+        checked = time.monotonic()
+        try:
+            while True:
+                try:
+                    kind, payload = await asyncio.wait_for(q.get(), 0.5)
+                except asyncio.TimeoutError:
+                    kind = None
+                if time.monotonic() - checked > 0.5 or kind is None:  # the client may have gone away
+                    checked = time.monotonic()
+                    if await http.is_disconnected():
+                        return
+                if kind is None:
+                    if not eng.alive:
+                        raise APIError(500, f"engine failure: {eng.error}", "server_error")
+                    continue
+                if kind == "error":
+                    raise APIError(500, payload, "server_error")
+                if kind == "draft":
+                    payload["text"] = tok.decode(payload["tokens"])
+                    yield "draft", payload
+                    continue
+                if kind == "tokens":
+                    tokens += payload
+                    text = tok.decode(tokens)
+                    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+                    if cut >= 0:  # a stop sequence: the text ends before it, the request ends now
+                        if cut > sent:
+                            yield "text", text[sent:cut]
+                        eng.cancel(req)
+                        finished = True
+                        yield "done", {"finish_reason": "stop", "completion_tokens": len(tokens),
+                                       "prompt_tokens": len(prompt)}
+                        return
+                    safe = len(text) - hold
+                    while safe > sent and text[safe - 1] == "\ufffd":  # an incomplete UTF-8 sequence
+                        safe -= 1
+                    if safe > sent:
+                        yield "text", text[sent:safe]
+                        sent = safe
+                    continue
+                if kind == "done":
+                    text = tok.decode(tokens)
+                    if len(text) > sent:
+                        yield "text", text[sent:]
+                    finished = True
+                    yield "done", payload
+                    return
+        finally:
+            if not finished:
+                eng.cancel(req)
+
+    async def collect(gen):
+        parts, info = [], None
+        async for kind, payload in gen:
+            if kind == "text":
+                parts.append(payload)
+            elif kind == "done":
+                info = payload
+        if info is None:  # client went away
+            raise APIError(499, "client disconnected")
+        return "".join(parts), info
+
+    def usage(info):
+        return {"prompt_tokens": info["prompt_tokens"], "completion_tokens": info["completion_tokens"],
+                "total_tokens": info["prompt_tokens"] + info["completion_tokens"]}
+
+    def sse(obj) -> str:
+        return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+    async def stream_openai(gen, make_chunk, include_usage: bool, first: dict | None):
+        try:
+            if first is not None:
+                yield sse(make_chunk(first, None))
+            async for kind, payload in gen:
+                if kind == "text":
+                    yield sse(make_chunk({"text": payload}, None))
+                elif kind == "draft":
+                    chunk = make_chunk({}, None)
+                    chunk["dgemma_draft"] = payload
+                    yield sse(chunk)
+                elif kind == "done":
+                    yield sse(make_chunk({}, payload["finish_reason"]))
+                    if include_usage:
+                        chunk = make_chunk(None, None)
+                        chunk["choices"], chunk["usage"] = [], usage(payload)
+                        yield sse(chunk)
+            yield "data: [DONE]\n\n"
+        except APIError as e:
+            yield sse(error_body(e.message, e.type, e.param, e.code))
+            yield "data: [DONE]\n\n"
+
+    def prompt_ids(prompt) -> list[int]:
+        tok = state.tokenizer
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+            if len(prompt) != 1:
+                raise APIError(400, "only one prompt per request is supported", param="prompt",
+                               code="unsupported_parameter")
+            prompt = prompt[0]
+        if isinstance(prompt, str):
+            return tok.encode(prompt, add_bos=True)
+        if not prompt:
+            raise APIError(400, "prompt must not be empty", param="prompt")
+        bad = [t for t in prompt if not 0 <= t < state.engine.V]
+        if bad:
+            raise APIError(400, f"prompt token ids outside the vocabulary: {bad[:5]}", param="prompt")
+        return list(prompt)
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, http: HttpRequest):
+        eng = state.ready()
+        check_model(body.model)
+        reject_unsupported(body)
+        stops = stops_of(body.stop)
+        ids = prompt_ids(body.prompt)
+        suffix = None
+        if body.suffix is not None:
+            suffix = state.tokenizer.encode(body.suffix)
+            if body.max_tokens + len(suffix) > eng.L:
+                raise APIError(400, f"infill needs max_tokens + suffix tokens <= the canvas length {eng.L}, got "
+                                    f"{body.max_tokens} + {len(suffix)}", param="suffix",
+                               code="suffix_too_long")
+        params = make_params(body, body.max_tokens, len(ids) + len(suffix or []), eng)
+        state.http["completions"] += 1
+        cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        gen = run(http, ids, params, stops, suffix)
+
+        def chunk(delta, finish):
+            return {"id": cid, "object": "text_completion", "created": created, "model": state.model_name,
+                    "choices": [] if delta is None else [{"index": 0, "text": delta.get("text", ""), "logprobs": None,
+                                                          "finish_reason": finish}]}
+        if body.stream:
+            include = bool(body.stream_options and body.stream_options.include_usage)
+            return StreamingResponse(stream_openai(gen, chunk, include, None), media_type="text/event-stream")
+        text, info = await collect(gen)
+        return {"id": cid, "object": "text_completion", "created": created, "model": state.model_name,
+                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": info["finish_reason"]}],
+                "usage": usage(info)}
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatRequest, http: HttpRequest):
+        eng = state.ready()
+        check_model(body.model)
+        reject_unsupported(body)
+        stops = stops_of(body.stop)
+        tok = state.tokenizer
+        if not tok.has_chat_template:
+            raise APIError(400, "this checkpoint has no chat template; use /v1/completions", param="messages")
+        messages = []
+        for i, m in enumerate(body.messages):
+            content = m.content
+            if isinstance(content, list):
+                if any(part.get("type") != "text" for part in content):
+                    raise APIError(400, "only text content parts are supported", param=f"messages.{i}.content",
+                                   code="unsupported_parameter")
+                content = "".join(part.get("text", "") for part in content)
+            role = "system" if m.role == "developer" else m.role
+            messages.append({"role": role, "content": content})
+        try:
+            ids = tok.apply_chat_template(messages, add_generation_prompt=True)
+        except ValueError as e:
+            raise APIError(400, str(e), param="messages") from None
+        max_tokens = body.max_completion_tokens or body.max_tokens
+        if max_tokens is None:
+            max_tokens = max(1, min(eng.L, eng.context_length - len(ids)))
+        params = make_params(body, max_tokens, len(ids), eng)
+        state.http["chat"] += 1
+        cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        gen = run(http, ids, params, stops)
+
+        def chunk(delta, finish):
+            if delta is not None and "text" in delta:
+                delta = {"content": delta["text"]}
+            return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": state.model_name,
+                    "choices": [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None,
+                                                          "finish_reason": finish}]}
+        if body.stream:
+            include = bool(body.stream_options and body.stream_options.include_usage)
+            return StreamingResponse(stream_openai(gen, chunk, include, {"role": "assistant", "content": ""}),
+                                     media_type="text/event-stream")
+        text, info = await collect(gen)
+        return {"id": cid, "object": "chat.completion", "created": created, "model": state.model_name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                             "finish_reason": info["finish_reason"]}],
+                "usage": usage(info)}
+
+    @app.post("/infill")
+    async def infill(body: InfillRequest, http: HttpRequest):
+        eng = state.ready()
+        tok = state.tokenizer
+        extra = "".join(f"{c.get('filename', '')}\n{c.get('text', '')}\n" for c in body.input_extra)
+        prefix = tok.encode(extra + body.input_prefix + body.prompt, add_bos=True)
+        suffix = tok.encode(body.input_suffix)
+        gap = body.n_predict if body.n_predict and body.n_predict > 0 else min(64, eng.L - len(suffix))
+        if gap < 1 or gap + len(suffix) > eng.L:
+            raise APIError(400, f"infill needs n_predict + suffix tokens <= the canvas length {eng.L}, got "
+                                f"{gap} + {len(suffix)}", param="n_predict")
+        params = make_params(body, gap, len(prefix) + len(suffix), eng)
+        state.http["infill"] += 1
+        gen = run(http, prefix, params, [], suffix)
+
+        def result(text, info):
+            return {"content": text, "stop": True, "tokens_predicted": info["completion_tokens"],
+                    "tokens_evaluated": len(prefix), "stop_type": "eos" if info["finish_reason"] == "stop"
+                    else "limit", "model": state.model_name}
+        if body.stream:
+            async def events():
+                try:
+                    async for kind, payload in gen:
+                        if kind == "text":
+                            yield sse({"content": payload, "stop": False})
+                        elif kind == "done":
+                            yield sse(result("", payload))
+                except APIError as e:
+                    yield sse(error_body(e.message, e.type, e.param, e.code))
+            return StreamingResponse(events(), media_type="text/event-stream")
+        text, info = await collect(gen)
+        return result(text, info)
+
+    return app
+
+
+def render_metrics(state: ServerState) -> str:
+    lines = []
+
+    def metric(name, kind, help_, value):
+        lines.extend([f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {value}"])
+    metric("dgemma_up", "gauge", "1 when the model is loaded and the engine loop runs",
+           int(state.status == "ok" and state.engine is not None and state.engine.alive))
+    eng = state.engine
+    if eng is None:
+        return "\n".join(lines) + "\n"
+    running, waiting = eng.counts()
+    m = eng.m
+    metric("dgemma_requests_running", "gauge", "requests in the running batch", running)
+    metric("dgemma_requests_waiting", "gauge", "requests queued for a batch slot", waiting)
+    metric("dgemma_requests_total", "counter", "requests accepted by the engine", m["requests_total"])
+    metric("dgemma_requests_finished_total", "counter", "requests completed", m["requests_finished"])
+    metric("dgemma_requests_cancelled_total", "counter", "requests cancelled (client gone, stop sequence)",
+           m["requests_cancelled"])
+    metric("dgemma_requests_rejected_total", "counter", "requests refused because the queue was full",
+           m["requests_rejected"])
+    metric("dgemma_requests_failed_total", "counter", "requests that failed in the engine", m["requests_failed"])
+    metric("dgemma_prompt_tokens_total", "counter", "prompt tokens prefilled", m["prompt_tokens"])
+    metric("dgemma_generation_tokens_total", "counter", "tokens generated", m["generation_tokens"])
+    metric("dgemma_decoder_passes_total", "counter", "decoder passes (one per row per step)", m["decoder_passes"])
+    metric("dgemma_steps_total", "counter", "batched denoising steps", m["steps"])
+    metric("dgemma_tokens_per_forward", "gauge", "generated tokens per decoder pass",
+           m["generation_tokens"] / max(m["decoder_passes"], 1))
+    metric("dgemma_batch_size_mean", "gauge", "mean rows per denoising step", m["row_steps"] / max(m["steps"], 1))
+    lines += eng.step_hist.render("dgemma_step_latency_seconds", "one batched denoising step")
+    lines += eng.request_hist.render("dgemma_request_latency_seconds", "submission to last token")
+    lines += eng.ttft_hist.render("dgemma_time_to_first_token_seconds", "submission to first token")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,312 @@
+"""`dgemma serve` end to end: a real server process on a loopback port, the official openai client and raw HTTP."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+httpx = pytest.importorskip("httpx")
+openai = pytest.importorskip("openai")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+import torch  # noqa: E402
+
+from dgemma import DiffusionGemma  # noqa: E402
+from dgemma.config import get_preset  # noqa: E402
+from dgemma.tokenizer import Tokenizer, default_tokenizer_path  # noqa: E402
+
+KEY = "sk-test-key"
+NAME = "tiny-code"
+STEPS = 6  # denoising steps per canvas in every request: fast
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    tok = Tokenizer.from_file(default_tokenizer_path())
+    cfg = get_preset("tiny").replace(vocab_size=tok.vocab_size, canvas_length=32, max_position_embeddings=512)
+    model = DiffusionGemma(cfg)
+    model.init_weights(torch.Generator().manual_seed(0))
+    path = tmp_path_factory.mktemp("ckpt") / NAME
+    model.save_pretrained(path)
+    shutil.copy(default_tokenizer_path(), path / "tokenizer.json")
+    return path
+
+
+def start(checkpoint, *extra, env=None):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "dgemma.cli", "serve", "--model", str(checkpoint), "--port",
+                             str(port), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    statuses = []
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        try:
+            r = httpx.get(f"{url}/health", timeout=2)
+            statuses.append((r.status_code, r.json()["status"]))
+            if r.status_code == 200:
+                return proc, url, statuses
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint):
+    proc, url, statuses = start(checkpoint, "--api-key", KEY, "--max-batch", "16", "--max-queue", "256",
+                                "--startup-delay", "1.5", "--context-length", "256")
+    yield url, statuses
+    stop(proc)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server[0] + "/v1", api_key=KEY, max_retries=0, timeout=120)
+
+
+def auth():
+    return {"Authorization": f"Bearer {KEY}"}
+
+
+def post(url, path, body, **kw):
+    return httpx.post(url + path, json=body, headers=auth(), timeout=120, **kw)
+
+
+def metric(url, name) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
+def test_health_loading_then_ok_and_models(server, client):
+    url, statuses = server
+    assert (503, "loading") in statuses and statuses[-1] == (200, "ok")
+    models = client.models.list()
+    assert [m.id for m in models.data] == [NAME]
+    assert models.data[0].model_extra["context_length"] == 256
+    assert client.models.retrieve(NAME).id == NAME
+
+
+def test_auth_only_on_v1(server):
+    url, _ = server
+    r = httpx.get(url + "/v1/models")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    r = httpx.get(url + "/v1/models", headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+    assert httpx.get(url + "/health").status_code == 200
+    assert httpx.post(url + "/tokenize", json={"content": "x = 1"}).status_code == 200
+
+
+def test_completion_seeded_and_usage(client):
+    kw = dict(model=NAME, prompt="def add(a, b):", max_tokens=40, seed=7, extra_body={"denoising_steps": STEPS})
+    a = client.completions.create(**kw)
+    b = client.completions.create(**kw)
+    assert a.choices[0].text == b.choices[0].text and a.choices[0].text
+    assert a.choices[0].finish_reason in ("stop", "length")
+    assert a.usage.completion_tokens <= 40 and a.usage.total_tokens == a.usage.prompt_tokens + a.usage.completion_tokens
+
+
+def test_completion_stream_early_chunks_and_usage(client):
+    kw = dict(model=NAME, prompt="import os\n", max_tokens=60, seed=3,
+              extra_body={"denoising_steps": STEPS, "sampler": "topk"})
+    full = client.completions.create(**kw).choices[0].text
+    chunks = list(client.completions.create(stream=True, stream_options={"include_usage": True}, **kw))
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert text == full  # streaming never changes the answer and never contradicts itself
+    assert sum(1 for c in chunks if c.choices and c.choices[0].text) > 2  # more than one chunk per canvas
+    assert chunks[-1].usage is not None and chunks[-1].choices == []
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+
+
+def test_raw_sse_ends_with_done_and_drafts(server):
+    url, _ = server
+    body = {"model": NAME, "prompt": "class A:", "max_tokens": 20, "seed": 1, "stream": True,
+            "denoising_steps": STEPS, "drafts": True}
+    with httpx.stream("POST", url + "/v1/completions", json=body, headers=auth(), timeout=60) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    events = [json.loads(line[6:]) for line in lines[:-1]]
+    drafts = [e["dgemma_draft"] for e in events if "dgemma_draft" in e]
+    assert drafts and {"canvas", "step", "tokens", "text", "locked"} <= set(drafts[0])
+    assert len(drafts[0]["tokens"]) == 32
+
+
+def test_chat(client):
+    msgs = [{"role": "system", "content": "You write Python."}, {"role": "user", "content": "Sort a list."}]
+    r = client.chat.completions.create(model=NAME, messages=msgs, max_tokens=30, seed=5,
+                                       extra_body={"denoising_steps": STEPS})
+    assert r.choices[0].message.role == "assistant" and isinstance(r.choices[0].message.content, str)
+    stream = client.chat.completions.create(model=NAME, messages=msgs, max_tokens=30, seed=5, stream=True,
+                                            stream_options={"include_usage": True},
+                                            extra_body={"denoising_steps": STEPS})
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == r.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == r.usage.completion_tokens
+
+
+def test_infill_suffix_and_llamacpp(server, client):
+    url, _ = server
+    r = client.completions.create(model=NAME, prompt="def f(x):\n    return ", suffix="\n\nprint(f(2))\n",
+                                  max_tokens=8, seed=2, extra_body={"denoising_steps": STEPS})
+    assert r.usage.completion_tokens <= 8
+    j = httpx.post(url + "/infill", json={"input_prefix": "def f(x):\n    return ", "input_suffix": "\n\nprint(f(2))\n",
+                                          "n_predict": 8, "seed": 2}, timeout=60).json()
+    assert {"content", "stop", "tokens_predicted"} <= set(j)
+    # same prefix/suffix/seed through both doors: same answer (llama.cpp's /infill has no steps field: default)
+    r2 = client.completions.create(model=NAME, prompt="def f(x):\n    return ", suffix="\n\nprint(f(2))\n",
+                                   max_tokens=8, seed=2)
+    assert r2.choices[0].text == j["content"]
+
+
+def test_tokenize_roundtrip(server):
+    url, _ = server
+    ids = httpx.post(url + "/tokenize", json={"content": "for i in range(3):"}).json()["tokens"]
+    assert ids and all(isinstance(i, int) for i in ids)
+    assert httpx.post(url + "/detokenize", json={"tokens": ids}).json()["content"] == "for i in range(3):"
+
+
+@pytest.mark.parametrize("body,status,param", [
+    ({"prompt": "x", "max_tokens": -1}, 400, "max_tokens"),
+    ({"prompt": "x", "temperature": "hot"}, 400, "temperature"),
+    ({"prompt": "x", "n": 2}, 400, "n"),
+    ({"prompt": "x", "logprobs": 2}, 400, "logprobs"),
+    ({"prompt": "x", "frobnicate": 1}, 400, "frobnicate"),
+    ({"prompt": "x", "max_tokens": 1000}, 400, "max_tokens"),
+    ({"prompt": "x", "model": "gpt-4"}, 404, "model"),
+    ({"prompt": "x", "suffix": "y", "max_tokens": 40}, 400, "suffix"),
+])
+def test_errors(server, body, status, param):
+    url, _ = server
+    r = post(url, "/v1/completions", {"model": NAME, **body})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["param"] == param
+    if "max_tokens" in body and body["max_tokens"] == 1000:
+        assert "256" in err["message"] and "1000" in err["message"]
+
+
+def test_errors_via_openai_client(client):
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="nope", prompt="x", max_tokens=2)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "x"}], tools=[
+            {"type": "function", "function": {"name": "f", "parameters": {}}}])
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=client.base_url, api_key="bad", max_retries=0).models.list()
+
+
+def test_disconnect_cancels(server):
+    url, _ = server
+    before = metric(url, "dgemma_requests_cancelled_total")
+    body = {"model": NAME, "prompt": "x", "max_tokens": 200, "stream": True, "denoising_steps": 48, "seed": 0}
+    with httpx.stream("POST", url + "/v1/completions", json=body, headers=auth(), timeout=60) as r:
+        next(r.iter_lines())
+    deadline = time.time() + 20
+    while time.time() < deadline and metric(url, "dgemma_requests_cancelled_total") == before:
+        time.sleep(0.1)
+    assert metric(url, "dgemma_requests_cancelled_total") == before + 1
+    assert metric(url, "dgemma_requests_running") == 0
+    body["stream"] = False  # a non-streamed request whose client gives up is cancelled too
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(url + "/v1/completions", json=body, headers=auth(), timeout=1.0)
+    deadline = time.time() + 20
+    while time.time() < deadline and metric(url, "dgemma_requests_cancelled_total") == before + 1:
+        time.sleep(0.1)
+    assert metric(url, "dgemma_requests_cancelled_total") == before + 2
+    assert metric(url, "dgemma_requests_running") == 0
+
+
+def test_load_32_clients(server, client):
+    """32 concurrent clients, 4 requests each, mixed lengths, half streamed: every answer complete and its own."""
+    url, _ = server
+    before = metric(url, "dgemma_requests_finished_total")
+
+    def request(i):
+        kw = dict(model=NAME, prompt=f"def function_{i % 7}(x):", max_tokens=(8, 24, 40, 70)[i % 4], seed=1000 + i,
+                  extra_body={"denoising_steps": STEPS})
+        if i % 2:
+            chunks = list(client.completions.create(stream=True, stream_options={"include_usage": True}, **kw))
+            return ("".join(c.choices[0].text for c in chunks if c.choices),
+                    [c.choices[0].finish_reason for c in chunks if c.choices][-1], chunks[-1].usage.completion_tokens)
+        r = client.completions.create(**kw)
+        return r.choices[0].text, r.choices[0].finish_reason, r.usage.completion_tokens
+
+    def worker(c):
+        return [(c * 4 + k, request(c * 4 + k)) for k in range(4)]
+
+    with cf.ThreadPoolExecutor(32) as pool:
+        results = dict(item for items in pool.map(worker, range(32)) for item in items)
+    assert len(results) == 128
+    for i, (text, finish, n) in results.items():
+        assert finish in ("stop", "length") and (finish == "stop" or n == (8, 24, 40, 70)[i % 4])
+    for i in range(0, 128, 9):  # each answer belongs to its own request: equal to the request sent alone
+        assert request(i)[0] == results[i][0], i
+    assert httpx.get(url + "/health").status_code == 200
+    assert metric(url, "dgemma_requests_finished_total") - before == 128 + len(range(0, 128, 9))
+    text = httpx.get(url + "/metrics").text
+    for name in ("dgemma_requests_waiting", "dgemma_generation_tokens_total", "dgemma_tokens_per_forward",
+                 "dgemma_step_latency_seconds_bucket", "dgemma_request_latency_seconds_count"):
+        assert name in text
+
+
+def test_queue_full_and_dead_engine(checkpoint):
+    proc, url, _ = start(checkpoint, "--max-batch", "1", "--max-queue", "1",
+                         env={"DGEMMA_SERVE_TEST_HOOKS": "1"})
+    try:
+        body = {"model": NAME, "prompt": "x", "max_tokens": 64, "denoising_steps": 48, "seed": 0}
+        with cf.ThreadPoolExecutor(8) as pool:  # 1 slot + 1 queue place: most are refused, streamed ones too
+            rs = list(pool.map(lambda i: httpx.post(url + "/v1/completions", json={**body, "stream": i % 2 == 1},
+                                                    timeout=120), range(8)))
+        codes = sorted(r.status_code for r in rs)
+        assert 200 in codes and 503 in codes, codes
+        assert any(r.status_code == 503 for r in rs[1::2]), [r.status_code for r in rs]
+        busy = next(r for r in rs if r.status_code == 503).json()["error"]
+        assert busy["code"] == "server_busy" and set(busy) == {"message", "type", "param", "code"}
+        assert metric(url, "dgemma_requests_rejected_total") == codes.count(503)
+        assert httpx.post(url + "/debug/kill-engine").json()["alive"] is False
+        r = httpx.get(url + "/health")
+        assert r.status_code == 503 and r.json()["status"] == "error"
+        assert httpx.post(url + "/v1/completions", json=body).status_code == 503
+    finally:
+        stop(proc)
+
+
+def test_stop_sequence_and_token_prompt(client):
+    kw = dict(model=NAME, prompt=[2, 300, 301, 302], max_tokens=40, seed=11, extra_body={"denoising_steps": STEPS})
+    full = client.completions.create(**kw).choices[0].text
+    assert len(full) > 12
+    stop = full[8:12]
+    cut = full.index(stop)
+    r = client.completions.create(stop=[stop], **kw)
+    assert r.choices[0].text == full[:cut] and r.choices[0].finish_reason == "stop"
+    streamed = list(client.completions.create(stop=stop, stream=True, **kw))
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == full[:cut]

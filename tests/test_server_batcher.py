@@ -1,0 +1,103 @@
+"""The serving engine in process: per-request generators make a request's tokens independent of its batch-mates,
+and with locking off they are `model.generate`'s tokens (exactly in float64, where batching adds no rounding)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from dgemma import DiffusionGemma
+from dgemma.config import get_preset
+from dgemma.serving.batcher import BatchEngine, Request, SamplingParams
+
+STOP = (1, 106, 50)
+
+
+@pytest.fixture(scope="module")
+def model():
+    cfg = get_preset("tiny").replace(vocab_size=512, canvas_length=16, sliding_window=8)
+    m = DiffusionGemma(cfg).to(torch.float64)
+    m.init_weights(torch.Generator().manual_seed(0))
+    return m.eval()
+
+
+def run_all(model, jobs, lock_after, max_batch=8):
+    """jobs: [(prompt, SamplingParams, suffix)] submitted together; returns [(tokens, done info)]."""
+    eng = BatchEngine(model, max_batch=max_batch, max_queue=64, context_length=256, lock_after=lock_after).start()
+    results = [None] * len(jobs)
+    events = [threading.Event() for _ in jobs]
+
+    def emitter(i):
+        tokens = []
+
+        def emit(kind, payload):
+            if kind == "tokens":
+                tokens.extend(payload)
+            elif kind in ("done", "error"):
+                results[i] = (tokens, payload)
+                events[i].set()
+        return emit
+    for i, (prompt, params, suffix) in enumerate(jobs):
+        eng.submit(Request(prompt, params, emitter(i), suffix=suffix))
+    for e in events:
+        assert e.wait(120)
+    eng.shutdown()
+    return results
+
+
+def jobs():
+    out = []
+    for i, n in enumerate((3, 12, 30, 5, 21, 9)):
+        prompt = [2] + [100 + (7 * i + j) % 400 for j in range(n)]
+        out.append((prompt, SamplingParams(max_tokens=(10, 40, 16, 33, 48, 20)[i], steps=(5, 8, 6, 5, 7, 4)[i],
+                                           seed=10 + i, stop_ids=STOP, top_k=(None, 50)[i % 2]), None))
+    return out
+
+
+@pytest.mark.parametrize("lock_after", [0, 2])
+def test_batched_equals_alone(model, lock_after):
+    together = run_all(model, jobs(), lock_after, max_batch=4)  # 6 requests, 4 slots: some wait, then join
+    for job, (tokens, info) in zip(jobs(), together):
+        alone = run_all(model, [job], lock_after, max_batch=1)[0][0]
+        assert tokens == alone
+        assert info["completion_tokens"] == len(tokens) <= job[1].max_tokens
+
+
+def test_lock_off_matches_generate(model):
+    for (prompt, p, _), (tokens, info) in zip(jobs(), run_all(model, jobs(), 0)):
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=p.max_tokens, max_denoising_steps=p.steps,
+                             seed=p.seed, top_k=p.top_k, eos_token_id=STOP)
+        ref = []
+        for t in out.sequences[0, len(prompt):].tolist():
+            if t != 0:
+                ref.append(t)
+            if t in STOP:
+                break
+        assert tokens == ref[:p.max_tokens]
+        assert info["finish_reason"] == ("stop" if ref and ref[-1] in STOP and len(ref) <= p.max_tokens
+                                         else "length")
+
+
+def test_infill_keeps_suffix_out_and_gap_length(model):
+    prompt, suffix = [2, 300, 301, 302], [400, 401, 402]
+    (tokens, info), = run_all(model, [(prompt, SamplingParams(max_tokens=6, steps=5, seed=1, stop_ids=STOP), suffix)], 2)
+    assert len(tokens) <= 6 and info["finish_reason"] in ("stop", "length")
+
+
+def test_queue_bound(model):
+    from dgemma.serving.batcher import EngineDeadError, QueueFullError
+    eng = BatchEngine(model, max_batch=1, max_queue=0, context_length=256)  # not started: nothing is admitted
+    eng.thread = threading.Thread(target=lambda: None)
+    eng.thread.start()
+    eng.thread.join()
+    with pytest.raises(EngineDeadError):
+        eng.submit(Request([2], SamplingParams(), lambda *a: None))
+    eng2 = BatchEngine(model, max_batch=1, max_queue=1, context_length=256)
+    eng2.error = None
+    eng2.thread = threading.Thread(target=threading.Event().wait, args=(1,), daemon=True)
+    eng2.thread.start()
+    eng2.submit(Request([2], SamplingParams(), lambda *a: None))
+    with pytest.raises(QueueFullError):
+        eng2.submit(Request([2], SamplingParams(), lambda *a: None))
