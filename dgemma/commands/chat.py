@@ -41,7 +41,7 @@ class Conversation:
         if not user.strip():
             raise CommandError("empty message")
         ids = self.next_input(user)
-        check_context(self.model, self.cache.length + len(ids), self.cfg)
+        check_context(self.model, self.cache.length + len(ids), self.cfg.max_new_tokens)
         seed = None if self.seed is None else self.seed + self.turns
         try:
             out, new_ids, _ = run_generation(self.engine, ids, self.cfg, seed, self.tok, view, cache=self.cache)

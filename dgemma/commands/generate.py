@@ -95,12 +95,12 @@ def generation_config(args, model: DiffusionGemma, tokenizer) -> GenerationConfi
     return cfg
 
 
-def check_context(model: DiffusionGemma, prompt_len: int, cfg: GenerationConfig) -> None:
+def check_context(model: DiffusionGemma, prompt_len: int, new_tokens: int) -> None:
     L = model.config.canvas_length
-    needed = prompt_len + -(-cfg.max_new_tokens // L) * L
+    needed = prompt_len + -(-new_tokens // L) * L
     limit = model.config.max_position_embeddings
     if needed > limit:
-        raise CommandError(f"prompt of {prompt_len} tokens plus {cfg.max_new_tokens} new tokens (in canvases of {L}) "
+        raise CommandError(f"prompt of {prompt_len} tokens plus {new_tokens} new tokens (in canvases of {L}) "
                            f"needs {needed} positions, more than the model's context of {limit}")
 
 
@@ -183,7 +183,7 @@ def run_generate(args) -> int:
     model, tok = load(args)
     cfg = generation_config(args, model, tok)
     ids = tok.encode(args.prompt, add_bos=True)
-    check_context(model, len(ids), cfg)
+    check_context(model, len(ids), cfg.max_new_tokens)
     view = make_view(args, tok)
     if view:
         print(f"\x1b[1m{args.prompt}\x1b[0m", end="", flush=True)
@@ -198,7 +198,7 @@ def run_generate(args) -> int:
 def infill_text(model, tok, args, prefix: str, suffix: str, gap: int | None) -> tuple[str, dict]:
     cfg = generation_config(args, model, tok)
     prefix_ids, suffix_ids = tok.encode(prefix, add_bos=True), tok.encode(suffix)
-    check_context(model, len(prefix_ids), cfg)
+    check_context(model, len(prefix_ids), model.config.canvas_length)  # the gap and the suffix share one canvas
     start = time.perf_counter()
     try:
         result = Engine(model).infill(prefix_ids, suffix_ids, gap_length=gap, cfg=cfg, seed=args.seed)

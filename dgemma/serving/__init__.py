@@ -43,8 +43,8 @@ def register(sub) -> None:
     p.add_argument("--model", default=None, help="checkpoint directory or preset name (default: the bundled "
                    "code model, dgemma/assets/code)")
     p.add_argument("--model-name", default=None, help="model id clients must send (default: the directory name)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/*")
     p.add_argument("--max-batch", type=int, default=8, help="rows denoised together (batch slots)")
     p.add_argument("--max-queue", type=int, default=64, help="requests allowed to wait for a slot; beyond: 503")
@@ -54,9 +54,10 @@ def register(sub) -> None:
                    help="stream a canvas's leading tokens once their argmax is unchanged for this many steps (they "
                    "are then clamped, so never contradicted); 0: text only per committed canvas, outputs equal "
                    "model.generate")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="weights dtype (default float32)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    p.add_argument("--log-level", default="warning")
+    p.add_argument("--log-level", default="warning", help="uvicorn log level: debug, info, warning, error (default warning)")
     p.add_argument("--startup-delay", type=float, default=0.0, help=argparse_suppress())
     p.set_defaults(func=run)
 

@@ -1,0 +1,131 @@
+"""The text commands (generate, infill, edit, chat) end to end on a small checkpoint with the bundled tokenizer:
+help on every flag, quiet/json output, determinism, and one-line errors for bad input."""
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dgemma import DiffusionGemma
+from dgemma.cli import build_parser, main
+from dgemma.config import get_preset
+
+BUNDLED = Path(__file__).resolve().parent.parent / "dgemma" / "assets" / "code"
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A random small model over the bundled tokenizer's vocabulary, canvas 16, context 96."""
+    from dgemma.tokenizer import Tokenizer
+    tok = Tokenizer.from_dir(BUNDLED)
+    cfg = get_preset("tiny").replace(vocab_size=tok.vocab_size, canvas_length=16, max_position_embeddings=96)
+    m = DiffusionGemma(cfg)
+    m.init_weights(torch.Generator().manual_seed(0))
+    path = tmp_path_factory.mktemp("cli-model")
+    m.save_pretrained(path)
+    shutil.copy(BUNDLED / "tokenizer.json", path / "tokenizer.json")
+    return path
+
+
+def run(argv, capsys):
+    rc = main(argv)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_every_flag_of_every_command_has_help():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert {"info", "generate", "infill", "edit", "chat", "serve", "train", "sudoku", "bench"} <= set(sub.choices)
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help and action.help.strip(), f"dgemma {name} {action.option_strings or action.dest}"
+
+
+def test_generate_quiet_and_json_are_deterministic_for_a_seed(ckpt, capsys):
+    base = ["generate", "def add(a, b):", "--model", str(ckpt), "--max-new-tokens", "32", "--steps", "4",
+            "--seed", "3"]
+    rc, quiet, err = run(base + ["--quiet"], capsys)
+    assert rc == 0 and quiet.endswith("\n") and "\x1b[" not in quiet
+    rc, js, _ = run(base + ["--json"], capsys)
+    record = json.loads(js)
+    assert rc == 0
+    assert {"text", "prompt_tokens", "generated_tokens", "tokens_per_forward", "steps_per_canvas", "seconds",
+            "tokens_per_second"} <= record.keys()
+    assert quiet == record["text"] + "\n"  # --quiet prints exactly the generated text
+    assert record["generated_tokens"] <= 32 and len(record["steps_per_canvas"]) == 2
+    assert all(1 <= s <= 4 for s in record["steps_per_canvas"])
+    again = json.loads(run(base + ["--json"], capsys)[1])
+    assert again["text"] == record["text"] and again["steps_per_canvas"] == record["steps_per_canvas"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "x", "--model", "/nonexistent/model"], "model directory /nonexistent/model does not exist"),
+    (["generate", "   ", "--model", "MODEL"], "empty prompt"),
+    (["generate", "x " * 200, "--model", "MODEL"], "more than the model's context of 96"),
+    (["generate", "x", "--model", "MODEL", "--max-new-tokens", "0"], "max_new_tokens"),
+    (["generate", "x", "--model", "MODEL", "--top-p", "1.5"], "top_p"),
+    (["infill", "--model", "MODEL"], "give --prefix"),
+    (["edit", "/nonexistent.py", "--lines", "1-2", "--model", "MODEL"], "/nonexistent.py: no such file"),
+])
+def test_bad_input_is_one_line_and_exit_2(ckpt, capsys, argv, message):
+    argv = [str(ckpt) if a == "MODEL" else a for a in argv]
+    rc, out, err = run(argv, capsys)
+    assert rc == 2 and out == ""
+    assert err.count("\n") == 1 and message in err, err
+
+
+def test_checkpoint_without_tokenizer_is_named(ckpt, tmp_path, capsys):
+    bare = tmp_path / "bare"
+    shutil.copytree(ckpt, bare)
+    (bare / "tokenizer.json").unlink()
+    rc, _, err = run(["generate", "x", "--model", str(bare)], capsys)
+    assert rc == 2 and f"{bare} has no tokenizer.json" in err and err.count("\n") == 1
+
+
+def test_infill_keeps_prefix_and_suffix(ckpt, capsys):
+    rc, out, _ = run(["infill", "--prefix", "def f(x):\n    return ", "--suffix", "\n\nprint(f(2))\n", "--gap", "5",
+                      "--model", str(ckpt), "--steps", "4", "--seed", "0", "--json"], capsys)
+    r = json.loads(out)
+    assert rc == 0 and r["gap_tokens"] <= 5
+    assert r["text"] == "def f(x):\n    return " + r["gap"] + "\n\nprint(f(2))\n"
+
+
+def test_edit_rewrites_only_the_span_and_keeps_the_original(ckpt, tmp_path, capsys):
+    src = tmp_path / "m.py"
+    text = "import os\n\n\ndef f(x):\n    y = x + 1\n    return y\n\n\nprint(f(1))\n"
+    src.write_text(text)
+    rc, _, err = run(["edit", str(src), "--lines", "5-5", "--model", str(ckpt), "--steps", "4", "--seed", "0",
+                      "--quiet", "--write"], capsys)
+    assert rc == 0 and (tmp_path / "m.py.orig").read_text() == text
+    new = src.read_text().splitlines(keepends=True)
+    old = text.splitlines(keepends=True)
+    assert new[:4] == old[:4] and new[-4:] == old[-4:]
+    rc, _, err = run(["edit", str(src), "--lines", "7-3", "--model", str(ckpt)], capsys)
+    assert rc == 2 and "--lines 7-3 is outside" in err
+
+
+def test_chat_runs_one_reply_per_turn(ckpt, capsys, monkeypatch):
+    import io
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\nsecond question\n"))
+    rc, out, err = run(["chat", "--model", str(ckpt), "--steps", "2", "--max-new-tokens", "16", "--seed", "0",
+                        "--quiet"], capsys)
+    assert rc == 0, err
+    assert out.count("\n") >= 2  # one reply per user turn
+
+
+def test_bundled_model_generates_from_the_console_script():
+    """The README's main job: the installed console script with the bundled model and no arguments but a prompt."""
+    exe = Path(sys.executable).with_name("dgemma")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "dgemma.cli"]
+    r = subprocess.run(cmd + ["generate", "def fibonacci(n):", "--quiet", "--max-new-tokens", "64", "--steps", "8",
+                              "--seed", "0"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
