@@ -142,6 +142,9 @@ class Experts(nn.Module):
         self.down_proj = nn.Parameter(torch.empty(E, H, I))
         # torch._grouped_mm needs float32/bf16/fp16 and 16-byte aligned rows
         self.aligned = H % 8 == 0 and I % 8 == 0
+        # On CPU reading the per-expert counts costs no device sync, so one matmul per expert is an option there;
+        # bench/ab_cpu.py measures both (BENCHMARKS.md). None: the measured default (grouped).
+        self.cpu_loop: bool | None = None
 
     def forward(self, x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         T, K = index.shape
@@ -149,7 +152,8 @@ class Experts(nn.Module):
         order = flat.argsort(stable=True)
         xs = x[order // K]  # (T*K, H), grouped by expert
         counts = torch.bincount(flat, minlength=self.gate_up_proj.shape[0])
-        if self.aligned and x.dtype in (torch.float32, torch.bfloat16, torch.float16):
+        if self.aligned and x.dtype in (torch.float32, torch.bfloat16, torch.float16) and not (
+                self.cpu_loop and x.device.type == "cpu"):
             offs = counts.cumsum(0, dtype=torch.int32)
             gate, up = torch._grouped_mm(xs, self.gate_up_proj.transpose(1, 2), offs=offs).chunk(2, dim=-1)
             ys = torch._grouped_mm(F.gelu(gate, approximate="tanh") * up, self.down_proj.transpose(1, 2), offs=offs)
@@ -224,6 +228,7 @@ class DiffusionGemma(nn.Module):
         for kind in self.kinds:
             self.register_buffer(f"inv_freq_{kind}", rope_inv_freq(config, kind), persistent=False)
         self._scale_cache: dict = {}
+        self.prefill_chunk = 2048  # encode() splits longer inputs (without autograd) into chunks of this many tokens
 
     # --- construction ------------------------------------------------------------------------------------
     @classmethod
@@ -325,6 +330,14 @@ class DiffusionGemma(nn.Module):
         (B, n, H); `model.logits` of them are the autoregressive next-token logits."""
         self._check_ids(input_ids, cache, "input_ids")
         B, n = input_ids.shape
+        chunk = self.prefill_chunk
+        if chunk and n > chunk and not torch.is_grad_enabled():
+            # Long prompts in chunks: each chunk's queries meet only the keys they may see (the window on sliding
+            # layers, the causal prefix on global ones) instead of an (n, n) masked product, and no (n, n) mask.
+            cache.reserve(n, f"encoding {n} tokens")
+            return torch.cat([self.encode(input_ids[:, i:i + chunk], cache,
+                                          None if attention_mask is None else attention_mask[:, i:i + chunk])
+                              for i in range(0, n, chunk)], dim=1)
         start, positions = cache.append_slots(n, attention_mask)
         end = start + n
         masks = {}

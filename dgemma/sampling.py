@@ -15,6 +15,37 @@ import torch
 
 CHUNK_BYTES = 64 * 2**20
 
+_FAST_MULTINOMIAL: bool | None = None  # CPU: does `sample_one` reproduce torch.multinomial here? checked once
+
+
+def _exponential_argmax(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """torch.multinomial(probs, 1) on CPU, the same draws computed faster. The CPU kernel samples one token per
+    row as argmax(p / q) with q ~ Exp(1) drawn serially as -log1p(-u) from the generator's float64 uniforms
+    u, followed by a cast to p's dtype; drawing u with torch.rand in one call and transforming it with
+    vectorised ops consumes the same random stream and gives the same q, without the serial log per element."""
+    q = torch.rand(probs.shape, dtype=torch.float64, generator=generator, device=probs.device)
+    q = q.neg_().log1p_().neg_().to(probs.dtype)
+    return torch.div(probs, q, out=q).argmax(-1, keepdim=True)
+
+
+def _fast_multinomial_ok() -> bool:
+    global _FAST_MULTINOMIAL
+    if _FAST_MULTINOMIAL is None:
+        probs = torch.softmax(torch.randn(8, 1000, generator=torch.Generator().manual_seed(0)), -1)
+        g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+        same = all(torch.equal(torch.multinomial(probs, 1, generator=g1), _exponential_argmax(probs, g2))
+                   for _ in range(3))
+        _FAST_MULTINOMIAL = same and torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
+    return _FAST_MULTINOMIAL
+
+
+def sample_one(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One token per row of (n, V) float32 probabilities: exactly `torch.multinomial(probs, 1, generator)`
+    (same tokens, same random stream), faster on CPU. Other devices use torch.multinomial itself."""
+    if probs.device.type == "cpu" and probs.dtype == torch.float32 and probs.is_contiguous() and _fast_multinomial_ok():
+        return _exponential_argmax(probs, generator)
+    return torch.multinomial(probs, 1, generator=generator)
+
 
 @dataclass
 class StepStats:
@@ -80,7 +111,7 @@ def step_stats(processed: torch.Tensor, generator: torch.Generator, embed_weight
             if top_k is not None or top_p is not None:
                 filter_logits(chunk, top_k, top_p)  # in place, chunk by chunk: no full-size temporaries
             probs = torch.softmax(chunk, dim=-1, dtype=torch.float32)
-            pick = torch.multinomial(probs, 1, generator=generator)
+            pick = sample_one(probs, generator)
             sampled[a, i:i + chunk_rows] = pick[:, 0]
             if soft is not None:
                 if chunk.dtype != embed_weight.dtype:

@@ -106,6 +106,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=8, help="denoising steps per canvas")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--server-args", default="", help="extra `dgemma serve` arguments")
+    p.add_argument("--save", metavar="NAME", default=None,
+                   help="also save the table as bench/results/NAME.json for BENCHMARKS.md")
     args = p.parse_args(argv)
     proc = None
     url = args.url
@@ -121,10 +123,21 @@ def main(argv=None) -> int:
         print(f"# {url} model={name} steps={args.steps} max_tokens={lengths} cpu_count={os.cpu_count()}")
         print("| clients | requests | errors | tokens/s | requests/s | p50 latency (s) | p99 latency (s) | p50 TTFT (s) |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        rows = []
         for c in [int(x) for x in args.clients.split(",")]:
             r = asyncio.run(level(url, name, c, args.requests, lengths, args.steps))
-            print(f"| {r['clients']} | {r['requests']} | {r['errors']} | {r['tok_s']:.1f} | {r['req_s']:.2f} | "
-                  f"{r['p50']:.2f} | {r['p99']:.2f} | {r['ttft50']:.2f} |", flush=True)
+            rows.append([r["clients"], r["requests"], r["errors"], f"{r['tok_s']:.1f}", f"{r['req_s']:.2f}",
+                         f"{r['p50']:.2f}", f"{r['p99']:.2f}", f"{r['ttft50']:.2f}"])
+            print("| " + " | ".join(map(str, rows[-1])) + " |", flush=True)
+        if args.save:
+            from ..bench import save_table
+            save_table(args.save, f"Server under load (`dgemma serve`, model {name})",
+                       "python -m dgemma.serving.loadtest " + " ".join(sys.argv[1:] if argv is None else argv),
+                       ["clients", "requests", "errors", "tokens/s", "requests/s", "p50 latency (s)",
+                        "p99 latency (s)", "p50 time to first text (s)"], rows,
+                       text=(f"Each client sends {args.requests} completions one after another over loopback "
+                             f"(max_tokens cycling {lengths}, every other request streamed), at most {args.steps} "
+                             f"denoising steps per canvas, continuous batching up to {args.max_batch} rows."))
     finally:
         if proc is not None:
             proc.terminate()
