@@ -36,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--grad-checkpoint", action="store_true", help="gradient checkpointing per layer")
     a("--dist", choices=("ddp", "fsdp"), default="ddp",
       help="under torchrun: DDP (a full copy per process) or FSDP2 (weights sharded over processes)")
+    a("--device", default=None, help="torch device: cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
     a("--threads", type=int, default=0, help="torch threads (0: default)")
     a("--seed", type=int, default=0, help="random seed")
     a("--eval-every", type=int, default=200, help="evaluate every N steps")

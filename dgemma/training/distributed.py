@@ -61,17 +61,27 @@ class Dist:
             dist.destroy_process_group()
 
 
-def setup(mode: str) -> Dist:
+def setup(mode: str, device: str | None = None) -> Dist:
     """Join the process group torchrun describes (gloo on CPU, nccl on CUDA); one process: Dist()."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Dist()
     if mode == "none":
         mode = "ddp"
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    cuda = torch.device(device).type == "cuda" if device else torch.cuda.is_available()
+    backend = "nccl" if cuda else "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend)
     return Dist(dist.get_rank(), dist.get_world_size(), mode)
+
+
+def device_for(requested: str | None, d: Dist) -> torch.device:
+    """--device, else CUDA when available; under torchrun on CUDA each process takes the GPU of its local rank."""
+    dev = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and d.world > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    return dev
 
 
 def wrap(model: nn.Module, d: Dist) -> nn.Module:

@@ -65,16 +65,19 @@ def make_data(args, config, tokenizer):
 
 
 @torch.no_grad()
-def evaluate(step_fn, eval_batches, args):
+def evaluate(step_fn, model, eval_batches, args, device):
     """Mean held-out (decoder, encoder) losses. Every rank runs the same full batches (FSDP2 needs all ranks in
-    each forward); the noise is drawn from a fixed seed so evaluations are comparable across steps."""
+    each forward); the noise is drawn on the CPU from a fixed seed, so evaluations compare across steps and devices."""
+    from .objective import sample_draws
     step_fn.eval()
     g = torch.Generator().manual_seed(1234)
     dec = enc = 0.0
     for ids, P in eval_batches:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            _, parts = step_fn(ids, P, supervise=args.supervise, encoder_loss_weight=args.encoder_loss_weight,
-                               generator=g, return_parts=True, decoder_loss_weight=args.decoder_loss_weight)
+        draws = sample_draws(model, ids, P, args.supervise, generator=g)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            _, parts = step_fn(ids.to(device), P, supervise=args.supervise, return_parts=True,
+                               encoder_loss_weight=args.encoder_loss_weight, decoder_loss_weight=args.decoder_loss_weight,
+                               draws={k: v.to(device) for k, v in draws.items()})
         dec += float(parts["decoder"]); enc += float(parts["encoder"])
     step_fn.train()
     n = len(eval_batches)
@@ -141,12 +144,13 @@ def save_state(model, opt, gen, rng, step: int, args, tokenizer_path, d) -> None
 def train(args) -> dict:
     from . import distributed
     from .objective import sample_draws
-    d = distributed.setup(getattr(args, "dist", "ddp"))
+    d = distributed.setup(args.dist, args.device)
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
     model_config = json.loads(args.model_config) if args.model_config else None
     model = build_model(args.init, model_config, args.seed)
+    device = distributed.device_for(args.device, d)
     model.train()
     tokenizer = None
     if args.tokenizer:
@@ -187,6 +191,7 @@ def train(args) -> dict:
         rng.setstate((rs[0], tuple(rs[1]), rs[2]))
         gen.set_state(load_file(str(ck / "rng.safetensors"))["generator"])
         start = state["step"]
+    model.to(device)
     step_fn = distributed.wrap(model, d)  # after loading: FSDP2 shards the parameters in place
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
@@ -213,15 +218,15 @@ def train(args) -> dict:
         dsum = esum = 0.0
         for _ in range(args.accum):
             ids, P = train_data.batch(global_batch, rng)  # every rank draws the same global batch and noise
-            draws = sample_draws(model, ids, P, args.supervise, generator=gen)
+            draws = sample_draws(model, ids, P, args.supervise, generator=gen)  # on the CPU: device-independent
             n_dec = float(draws["noised"].numel())
             n_enc = float(ids.shape[0] * (ids.shape[1] - 1))
             mine = d.rows(global_batch)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-                loss, parts = step_fn(ids[mine], P, supervise=args.supervise,
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                loss, parts = step_fn(ids[mine].to(device), P, supervise=args.supervise,
                                       encoder_loss_weight=args.encoder_loss_weight, checkpoint=args.grad_checkpoint,
                                       norm_tokens=n_dec, enc_norm_tokens=n_enc, return_parts=True,
-                                      draws={k: v[mine] for k, v in draws.items()},
+                                      draws={k: v[mine].to(device) for k, v in draws.items()},
                                       decoder_loss_weight=args.decoder_loss_weight)
             (loss * d.world / args.accum).backward()  # data-parallel averaging over ranks undone: a global sum
             dsum += float(d.sum(parts["decoder"])); esum += float(d.sum(parts["encoder"]))
@@ -240,7 +245,7 @@ def train(args) -> dict:
             if metrics:
                 metrics.flush()
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
-            dl, el_ = evaluate(step_fn, eval_batches, args)
+            dl, el_ = evaluate(step_fn, model, eval_batches, args, device)
             er = {"kind": "eval", "step": step + 1, "decoder": dl, "encoder": el_, "elapsed": el}
             if metrics:
                 metrics.write(json.dumps(er) + "\n"); metrics.flush()
