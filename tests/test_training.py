@@ -273,3 +273,31 @@ def test_golden_curve():
     for (d, e), (gd, ge) in zip(curve, golden):
         assert abs(d - gd) < 1e-6 and abs(e - ge) < 1e-6
     assert curve[-1][0] < curve[0][0]
+
+
+def test_left_padded_sft_rows_train_as_if_alone():
+    """SFT batches left-pad prompts: the padding must be invisible (same decoder logits as the row alone) and
+    carry no encoder loss (the batch's next-token loss sum is the rows' sums)."""
+    m = DiffusionGemma.from_pretrained("tiny", dtype=torch.float64)
+    L = m.config.canvas_length
+    g = torch.Generator().manual_seed(0)
+    pairs = [(torch.randint(3, 256, (n,), generator=g).tolist(), torch.randint(3, 256, (r,), generator=g).tolist())
+             for n, r in ((5, 20), (11, 30))]
+    data = D.SFTData(pairs, L, eos_id=1, pad_id=0)
+    ids, P, valid = data._make(pairs)
+    assert P == 11 and valid[0].tolist() == [False] * 6 + [True] * (ids.shape[1] - 6) and bool(valid[1].all())
+    noised = torch.randint(0, 256, (2, L), generator=g)
+    draws = {"canvas_idx": torch.zeros(2, 1, dtype=torch.long), "t": torch.full((2, 1), 0.5), "noised": noised,
+             "sc": torch.tensor([True, False])}
+    with torch.no_grad():
+        _, both = diffusion_loss(m, ids, P, "all", draws=draws, valid=valid, enc_norm_tokens=1.0, norm_tokens=1.0,
+                                 return_parts=True)
+        enc_sum = 0.0
+        for i, (p, r) in enumerate(pairs):
+            alone_ids, alone_P, alone_valid = data._make([(p, r)])
+            assert alone_valid is not None and bool(alone_valid.all())
+            _, alone = diffusion_loss(m, alone_ids, alone_P, "all", draws={k: v[i:i + 1] for k, v in draws.items()},
+                                      enc_norm_tokens=1.0, norm_tokens=1.0, return_parts=True)
+            torch.testing.assert_close(both["logits"][i], alone["logits"][0], atol=1e-5, rtol=0)  # float32 logits
+            enc_sum += float(alone["encoder"])
+    assert abs(float(both["encoder"]) - enc_sum) < 1e-6 * enc_sum  # float32 cross-entropy sums

@@ -98,10 +98,20 @@ def run_eval(args) -> int:
         print(json.dumps(row) if args.json else
               f"{row['method']:9s} {row['kind']:8s} solved {100 * row['solved']:5.1f}%  "
               f"tokens/forward {row['tokens_per_forward']:5.2f}  {1000 * row['seconds_per_puzzle']:.1f} ms/puzzle")
+    if args.save:
+        from ..bench import save_table
+        save_table(args.save, f"Sudoku: {args.method} ({args.model or 'bundled model'})", args.command_line,
+                   ["method", "difficulty", "puzzles", "givens clamped", "solved", "tokens per forward",
+                    "ms per puzzle"],
+                   [[r["method"], r["kind"], r["puzzles"], "yes" if r["clamp"] else "no", f"{100 * r['solved']:.1f}%",
+                     f"{r['tokens_per_forward']:.2f}", f"{1000 * r['seconds_per_puzzle']:.1f}"] for r in rows],
+                   text="Fresh puzzles with a unique solution per difficulty bucket (singles: naked/hidden singles "
+                        "solve it; search: they do not).")
     return 0
 
 
 def run(args) -> int:
+    args.command_line = "dgemma " + " ".join(sys.argv[1:])
     if args.method not in METHODS:
         raise ValueError(f"unknown --method {args.method!r}")
     if args.eval is not None:
@@ -134,4 +144,6 @@ def register(sub) -> None:
                    help="difficulty buckets to evaluate (default: singles search)")
     p.add_argument("--batch", type=int, default=100, help="puzzles solved side by side in --eval (default 100)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--save", metavar="NAME", default=None,
+                   help="with --eval: also save the table as bench/results/NAME.json for BENCHMARKS.md")
     p.set_defaults(func=run)

@@ -1,4 +1,5 @@
-"""Training data: each batch is (ids (B, T), prompt_len P) with T = P + C*canvas_length."""
+"""Training data: each batch is (ids (B, T), prompt_len P, valid (B, T) bool or None) with T = P + C*canvas_length;
+`valid` marks real tokens where prompts are left-padded (None: all real)."""
 from __future__ import annotations
 
 import json
@@ -49,11 +50,8 @@ class SudokuData:
             if augment:
                 p, s = _sudoku_augment(p, s, rng)
             ids.append(self.s.encode_prompt(p) + self.s.encode_solution(s))
-        return torch.tensor(ids), 82
+        return torch.tensor(ids), 82, None
 
-    def fixed(self, n: int):
-        ids = [self.s.encode_prompt(p) + self.s.encode_solution(s) for p, s in self.pool[:n]]
-        return torch.tensor(ids), 82
 
 
 class PackedText:
@@ -70,13 +68,8 @@ class PackedText:
         P = rng.randint(1, self.L) if P is None else P
         T = P + self.C * self.L
         starts = [rng.randrange(len(self.tokens) - T) for _ in range(batch_size)]
-        return torch.stack([self.tokens[s:s + T] for s in starts]), P
+        return torch.stack([self.tokens[s:s + T] for s in starts]), P, None
 
-    def fixed(self, n: int, P: int | None = None):
-        P = self.L // 2 if P is None else P
-        T = P + self.C * self.L
-        step = max(1, (len(self.tokens) - T) // n)
-        return torch.stack([self.tokens[i * step:i * step + T] for i in range(n)]), P
 
 
 def read_text_files(paths, tokenizer) -> list[int]:
@@ -133,8 +126,8 @@ def read_jsonl(path, tokenizer) -> list[tuple[list[int], list[int]]]:
 
 
 class SFTData:
-    """Prompt/response pairs: prompts left-aligned to P = the batch's longest prompt by left PAD... kept simple:
-    each example is padded on the LEFT of the prompt with PAD to the batch's P, response EOS-filled to C*L."""
+    """Prompt/response pairs: each prompt left-padded to the batch's longest (P; the padding is marked invalid, so
+    no token attends to it and no loss is taken on it, as at inference), each response EOS-filled to C*L."""
 
     def __init__(self, pairs, canvas_length: int, eos_id: int, pad_id: int):
         self.pairs, self.L, self.eos, self.pad = pairs, canvas_length, eos_id, pad_id
@@ -143,10 +136,11 @@ class SFTData:
         P = max(len(p) for p, _ in chosen)
         C = max(-(-len(r) // self.L) for _, r in chosen)
         rows = [[self.pad] * (P - len(p)) + p + r + [self.eos] * (C * self.L - len(r)) for p, r in chosen]
-        return torch.tensor(rows), P
+        valid = torch.ones(len(rows), P + C * self.L, dtype=torch.bool)
+        for i, (p, _) in enumerate(chosen):
+            valid[i, :P - len(p)] = False
+        return torch.tensor(rows), P, valid
 
     def batch(self, batch_size: int, rng: random.Random):
         return self._make([self.pairs[rng.randrange(len(self.pairs))] for _ in range(batch_size)])
 
-    def fixed(self, n: int):
-        return self._make(self.pairs[:n])

@@ -33,7 +33,9 @@ def head(model, hidden: torch.Tensor) -> torch.Tensor:
     return torch.tanh(F.linear(hidden, model.embed_tokens.weight).float() / cap) * cap
 
 
-def encoder_masks(model, T: int, device) -> dict:
+def encoder_masks(model, T: int, device, valid: torch.Tensor | None = None) -> dict:
+    """Causal (T, T) masks, or (B, 1, T, T) ones hiding padding keys when `valid` (B, T) is given (a padding
+    query still sees itself, so its row stays finite)."""
     q = torch.arange(T, device=device)[:, None]
     k = torch.arange(T, device=device)[None, :]
     causal = k <= q
@@ -43,12 +45,15 @@ def encoder_masks(model, T: int, device) -> dict:
         m = causal
         if model.config.is_sliding(layer):
             m = m & (q - k < model.config.sliding_window)
+        if valid is not None:
+            m = (m & (valid[:, None, :] | (k == q)))[:, None]
         out[kind] = m
     return out
 
 
-def decoder_masks(model, P: int, L: int, canvas_idx: torch.Tensor, T: int) -> dict:
-    """canvas_idx (B, K): which canvas each decoder block is. Mask (B, 1, K*L, T + K*L)."""
+def decoder_masks(model, P: int, L: int, canvas_idx: torch.Tensor, T: int, valid: torch.Tensor | None = None) -> dict:
+    """canvas_idx (B, K): which canvas each decoder block is; `valid` (B, T): real clean tokens (None: all).
+    Mask (B, 1, K*L, T + K*L)."""
     B, K = canvas_idx.shape
     device = canvas_idx.device
     start = P + canvas_idx * L  # (B, K)
@@ -62,14 +67,16 @@ def decoder_masks(model, P: int, L: int, canvas_idx: torch.Tensor, T: int) -> di
         clean = slots < qstart
         if model.config.is_sliding(layer):
             clean = clean & (slots >= qstart - (model.config.sliding_window - 1))
+        if valid is not None:
+            clean = clean & valid[:, None, :]
         out[kind] = torch.cat([clean, own], dim=2)[:, None]
     return out
 
 
-def encoder_forward(model, ids: torch.Tensor, checkpoint: bool = False):
+def encoder_forward(model, ids: torch.Tensor, checkpoint: bool = False, valid: torch.Tensor | None = None):
     """Causal pass over the clean sequence; returns (hidden, {layer: (k, v)})."""
     B, T = ids.shape
-    masks = encoder_masks(model, T, ids.device)
+    masks = encoder_masks(model, T, ids.device, valid)
     store: dict = {}
 
     def kv_fn(layer, k, v):  # idempotent under checkpoint recompute: the same slot is overwritten
@@ -82,11 +89,12 @@ def encoder_forward(model, ids: torch.Tensor, checkpoint: bool = False):
 
 
 def decoder_forward(model, noised: torch.Tensor, canvas_idx: torch.Tensor, P: int, store: dict, T: int,
-                    soft: torch.Tensor | None = None, checkpoint: bool = False, detach: bool = False):
+                    soft: torch.Tensor | None = None, checkpoint: bool = False, detach: bool = False,
+                    valid: torch.Tensor | None = None):
     """noised (B, K*L) canvases at canvas_idx (B, K); returns (B, K*L, V) float32 logits."""
     B = noised.shape[0]
     L = model.config.canvas_length
-    masks = decoder_masks(model, P, L, canvas_idx, T)
+    masks = decoder_masks(model, P, L, canvas_idx, T, valid)
     positions = (P + canvas_idx * L).repeat_interleave(L, dim=1) + (torch.arange(noised.shape[1], device=noised.device) % L)
 
     def kv_fn(layer, k, v):
@@ -133,14 +141,23 @@ def canvas_slots(P: int, L: int, canvas_idx: torch.Tensor) -> torch.Tensor:
     return (P + canvas_idx * L).repeat_interleave(L, dim=1) + torch.arange(K * L, device=canvas_idx.device) % L
 
 
+def encoder_targets(ids: torch.Tensor, valid: torch.Tensor | None) -> int:
+    """How many next-token targets the encoder loss has (pairs of real tokens)."""
+    if valid is None:
+        return ids.shape[0] * (ids.shape[1] - 1)
+    return int((valid[:, :-1] & valid[:, 1:]).sum())
+
+
 def diffusion_loss(model, ids: torch.Tensor, prompt_len: int, supervise: str = "one",
                    encoder_loss_weight: float = 1.0, sc_prob: float = 0.5, generator=None,
                    checkpoint: bool = False, norm_tokens: float | None = None, enc_norm_tokens: float | None = None,
                    return_parts: bool = False, draws: dict | None = None,
-                   decoder_loss_weight: float = 1.0, same_passes: bool = False):
+                   decoder_loss_weight: float = 1.0, same_passes: bool = False, valid: torch.Tensor | None = None):
     """Loss of one (micro)batch. `norm_tokens` is the global number of supervised canvas tokens (defaults to this
     batch's); `enc_norm_tokens` likewise for the encoder's next-token targets. Random draws come from
     `generator` (or are given in `draws`: t (B,K), noised (B,K*L), sc (B,), canvas_idx (B,K)).
+    `valid` (B, T) marks real tokens of left-padded prompts: padding is never attended to nor predicted, and
+    `enc_norm_tokens` then counts the real next-token targets.
     `same_passes`: run the self-conditioning pass over every row, whatever the draws (rows drawn "off" still get the
     exact zero signal), so that every FSDP2 rank runs the same modules and so the same collectives."""
     B, T = ids.shape
@@ -152,11 +169,12 @@ def diffusion_loss(model, ids: torch.Tensor, prompt_len: int, supervise: str = "
     target = ids.gather(1, canvas_slots(P, L, canvas_idx))  # (B, K*L)
     noised, sc = draws["noised"], draws["sc"]
 
-    hidden, store = encoder_forward(model, ids, checkpoint=checkpoint)
+    hidden, store = encoder_forward(model, ids, checkpoint=checkpoint, valid=valid)
     enc_logits = head(model, hidden[:, :-1])
-    enc_sum = F.cross_entropy(enc_logits.reshape(-1, V), ids[:, 1:].reshape(-1), reduction="sum")
+    enc_targets = ids[:, 1:] if valid is None else ids[:, 1:].masked_fill(~(valid[:, :-1] & valid[:, 1:]), -100)
+    enc_sum = F.cross_entropy(enc_logits.reshape(-1, V), enc_targets.reshape(-1), reduction="sum", ignore_index=-100)
 
-    n_enc = float(enc_norm_tokens if enc_norm_tokens is not None else B * (T - 1))
+    n_enc = float(enc_norm_tokens if enc_norm_tokens is not None else encoder_targets(ids, valid))
     if decoder_loss_weight == 0:  # autoregressive baseline: the encoder's next-token loss only
         enc = enc_sum / n_enc
         loss = encoder_loss_weight * enc
@@ -168,11 +186,12 @@ def diffusion_loss(model, ids: torch.Tensor, prompt_len: int, supervise: str = "
         with torch.no_grad():
             rows = torch.arange(B, device=ids.device) if same_passes else sc.nonzero().squeeze(1)
             sub = {i: (k[rows], v[rows]) for i, (k, v) in store.items()}
-            first = decoder_forward(model, noised[rows], canvas_idx[rows], P, sub, T, None, detach=True)
+            first = decoder_forward(model, noised[rows], canvas_idx[rows], P, sub, T, None, detach=True,
+                                    valid=None if valid is None else valid[rows])
             full = first.new_zeros((B,) + first.shape[1:])
             full[rows] = first
         soft = model.soft_embeddings(full, sc)
-    logits = decoder_forward(model, noised, canvas_idx, P, store, T, soft, checkpoint=checkpoint)
+    logits = decoder_forward(model, noised, canvas_idx, P, store, T, soft, checkpoint=checkpoint, valid=valid)
     dec_sum = F.cross_entropy(logits.reshape(-1, V), target.reshape(-1), reduction="sum")
     n_dec = float(norm_tokens if norm_tokens is not None else target.numel())
     dec = dec_sum / n_dec

@@ -72,12 +72,13 @@ def evaluate(step_fn, model, eval_batches, args, device):
     step_fn.eval()
     g = torch.Generator().manual_seed(1234)
     dec = enc = 0.0
-    for ids, P in eval_batches:
+    for ids, P, valid in eval_batches:
         draws = sample_draws(model, ids, P, args.supervise, generator=g)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
             _, parts = step_fn(ids.to(device), P, supervise=args.supervise, return_parts=True,
                                encoder_loss_weight=args.encoder_loss_weight, decoder_loss_weight=args.decoder_loss_weight,
-                               draws={k: v.to(device) for k, v in draws.items()})
+                               draws={k: v.to(device) for k, v in draws.items()},
+                               valid=None if valid is None else valid.to(device))
         dec += float(parts["decoder"]); enc += float(parts["encoder"])
     step_fn.train()
     n = len(eval_batches)
@@ -143,7 +144,7 @@ def save_state(model, opt, gen, rng, step: int, args, tokenizer_path, d) -> None
 
 def train(args) -> dict:
     from . import distributed
-    from .objective import sample_draws
+    from .objective import encoder_targets, sample_draws
     d = distributed.setup(args.dist, args.device)
     torch.manual_seed(args.seed)
     if args.threads:
@@ -217,16 +218,17 @@ def train(args) -> dict:
         opt.zero_grad(set_to_none=True)
         dsum = esum = 0.0
         for _ in range(args.accum):
-            ids, P = train_data.batch(global_batch, rng)  # every rank draws the same global batch and noise
+            ids, P, valid = train_data.batch(global_batch, rng)  # every rank: the same global batch and noise
             draws = sample_draws(model, ids, P, args.supervise, generator=gen)  # on the CPU: device-independent
             n_dec = float(draws["noised"].numel())
-            n_enc = float(ids.shape[0] * (ids.shape[1] - 1))
+            n_enc = float(encoder_targets(ids, valid))
             mine = d.rows(global_batch)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
                 loss, parts = step_fn(ids[mine].to(device), P, supervise=args.supervise,
                                       encoder_loss_weight=args.encoder_loss_weight, checkpoint=args.grad_checkpoint,
                                       norm_tokens=n_dec, enc_norm_tokens=n_enc, return_parts=True,
                                       draws={k: v[mine].to(device) for k, v in draws.items()},
+                                      valid=None if valid is None else valid[mine].to(device),
                                       decoder_loss_weight=args.decoder_loss_weight)
             (loss * d.world / args.accum).backward()  # data-parallel averaging over ranks undone: a global sum
             dsum += float(d.sum(parts["decoder"])); esum += float(d.sum(parts["encoder"]))
