@@ -117,9 +117,13 @@ def main(argv=None) -> int:
     p.add_argument("--max-prefix", type=int, default=384, help="prefix tokens kept before the gap (default 384)")
     p.add_argument("--seed", type=int, default=0, help="task sampling and generation seed (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--save", metavar="NAME", default=None,
                    help="also save the table as bench/results/NAME.json for BENCHMARKS.md")
     args = p.parse_args(argv)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     rows = evaluate(args.model, args.tasks, args.methods, args.steps, args.max_prefix, args.seed)
     if args.save:
         from ..bench import save_table
