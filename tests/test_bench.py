@@ -128,3 +128,16 @@ def test_chunked_prefill_equals_one_pass_in_float64():
     assert out[0][2] == out[1][2] == 150
     torch.testing.assert_close(out[0][0][mask.bool()], out[1][0][mask.bool()], atol=1e-10, rtol=0)
     torch.testing.assert_close(out[0][1], out[1][1], atol=1e-10, rtol=0)
+
+
+def test_saved_tables_render_with_their_command_machine_and_date(tmp_path):
+    """Task evaluations and server load tests save tables that BENCHMARKS.md renders (never edited by hand)."""
+    res = tmp_path / "results"
+    path = bench.save_table("t1", "Some evaluation", "python -m x --save t1", ["a", "b"], [[1, "2.0%"], [3, "4.0%"]],
+                            text="Why it was measured.", results_dir=res)
+    saved = json.loads(path.read_text())
+    assert saved["kind"] == "table" and saved["machine"] and saved["date"].endswith("UTC")
+    text = bench.write_markdown(res, tmp_path / "B.md", tmp_path / "plots").read_text()
+    section = text[text.index("## Some evaluation"):]
+    assert "- command: `python -m x --save t1`" in section and "Why it was measured." in section
+    assert "| a | b |" in section and "| 1 | 2.0% |" in section and "| 3 | 4.0% |" in section
