@@ -100,7 +100,8 @@ def run_eval(args) -> int:
               f"tokens/forward {row['tokens_per_forward']:5.2f}  {1000 * row['seconds_per_puzzle']:.1f} ms/puzzle")
     if args.save:
         from ..bench import save_table
-        save_table(args.save, f"Sudoku: {args.method} ({args.model or 'bundled model'})", args.command_line,
+        save_table(args.save, f"Sudoku: {args.method} ({args.model or 'bundled model'})",
+                   "dgemma " + " ".join(sys.argv[1:]),
                    ["method", "difficulty", "puzzles", "givens clamped", "solved", "tokens per forward",
                     "ms per puzzle"],
                    [[r["method"], r["kind"], r["puzzles"], "yes" if r["clamp"] else "no", f"{100 * r['solved']:.1f}%",
@@ -111,7 +112,6 @@ def run_eval(args) -> int:
 
 
 def run(args) -> int:
-    args.command_line = "dgemma " + " ".join(sys.argv[1:])
     if args.method not in METHODS:
         raise ValueError(f"unknown --method {args.method!r}")
     if args.eval is not None:

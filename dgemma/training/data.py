@@ -53,7 +53,6 @@ class SudokuData:
         return torch.tensor(ids), 82, None
 
 
-
 class PackedText:
     """Pretraining: documents joined with EOS into one token stream; a batch takes random windows of
     P + C*L tokens, P drawn per batch from [1, L] so canvas boundaries fall anywhere in the text."""
@@ -69,7 +68,6 @@ class PackedText:
         T = P + self.C * self.L
         starts = [rng.randrange(len(self.tokens) - T) for _ in range(batch_size)]
         return torch.stack([self.tokens[s:s + T] for s in starts]), P, None
-
 
 
 def read_text_files(paths, tokenizer) -> list[int]:
@@ -143,4 +141,3 @@ class SFTData:
 
     def batch(self, batch_size: int, rng: random.Random):
         return self._make([self.pairs[rng.randrange(len(self.pairs))] for _ in range(batch_size)])
-

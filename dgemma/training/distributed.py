@@ -35,7 +35,8 @@ class LossModule(nn.Module):
 class Dist:
     rank: int = 0
     world: int = 1
-    mode: str = "none"  # none | ddp | fsdp
+    mode: str = "none"  # none (one process) | ddp | fsdp
+    device: torch.device = torch.device("cpu")
 
     @property
     def main(self) -> bool:
@@ -52,36 +53,24 @@ class Dist:
             dist.all_reduce(x)
         return x
 
-    def barrier(self):
-        if self.world > 1:
-            dist.barrier()
-
     def close(self):
         if self.world > 1:
             dist.destroy_process_group()
 
 
 def setup(mode: str, device: str | None = None) -> Dist:
-    """Join the process group torchrun describes (gloo on CPU, nccl on CUDA); one process: Dist()."""
+    """Resolve the device (--device, else CUDA when available) and join the process group torchrun describes:
+    nccl on CUDA, each process on the GPU of its local rank; gloo on the CPU. One process: no group."""
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return Dist()
-    if mode == "none":
-        mode = "ddp"
-    cuda = torch.device(device).type == "cuda" if device else torch.cuda.is_available()
-    backend = "nccl" if cuda else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend)
-    return Dist(dist.get_rank(), dist.get_world_size(), mode)
-
-
-def device_for(requested: str | None, d: Dist) -> torch.device:
-    """--device, else CUDA when available; under torchrun on CUDA each process takes the GPU of its local rank."""
-    dev = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cuda" and d.world > 1:
+        return Dist(device=dev)
+    if dev.type == "cuda":
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(dev)
-    return dev
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), mode, dev)
 
 
 def wrap(model: nn.Module, d: Dist) -> nn.Module:

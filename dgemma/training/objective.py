@@ -95,7 +95,7 @@ def decoder_forward(model, noised: torch.Tensor, canvas_idx: torch.Tensor, P: in
     B = noised.shape[0]
     L = model.config.canvas_length
     masks = decoder_masks(model, P, L, canvas_idx, T, valid)
-    positions = (P + canvas_idx * L).repeat_interleave(L, dim=1) + (torch.arange(noised.shape[1], device=noised.device) % L)
+    positions = canvas_slots(P, L, canvas_idx)  # a canvas token's position is its slot in the sequence
 
     def kv_fn(layer, k, v):
         ck, cv = store[layer]

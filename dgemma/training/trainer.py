@@ -151,7 +151,7 @@ def train(args) -> dict:
         torch.set_num_threads(args.threads)
     model_config = json.loads(args.model_config) if args.model_config else None
     model = build_model(args.init, model_config, args.seed)
-    device = distributed.device_for(args.device, d)
+    device = d.device
     model.train()
     tokenizer = None
     if args.tokenizer:
@@ -201,13 +201,12 @@ def train(args) -> dict:
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.95, 0.99))
     if args.resume:
         distributed.load_optimizer_state(model, opt, torch.load(ck / "optimizer.pt", weights_only=True), d)
-    eval_batches = []
+    global_batch = args.batch_size * d.world
+    mine = d.rows(global_batch)  # this rank's rows of every global batch
     erng = random.Random(99)
-    for _ in range(args.eval_batches):
-        eval_batches.append(eval_data.batch(args.batch_size * d.world, erng))
+    eval_batches = [eval_data.batch(global_batch, erng) for _ in range(args.eval_batches)]
     metrics = (out / "metrics.jsonl").open("a") if d.main else None
     from tqdm import tqdm
-    global_batch = args.batch_size * d.world
     bar = tqdm(range(start, args.steps), dynamic_ncols=True, mininterval=5, disable=not d.main)
     t0 = time.time(); last_save = t0; tokens = 0
     row = {}
@@ -222,7 +221,6 @@ def train(args) -> dict:
             draws = sample_draws(model, ids, P, args.supervise, generator=gen)  # on the CPU: device-independent
             n_dec = float(draws["noised"].numel())
             n_enc = float(encoder_targets(ids, valid))
-            mine = d.rows(global_batch)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
                 loss, parts = step_fn(ids[mine].to(device), P, supervise=args.supervise,
                                       encoder_loss_weight=args.encoder_loss_weight, checkpoint=args.grad_checkpoint,
@@ -259,7 +257,7 @@ def train(args) -> dict:
         if d.world > 1:
             torch.distributed.broadcast(timed, 0)
         if due or bool(timed) or step + 1 == args.steps:
-            save_state(model, opt, gen, rng, step + 1, args, args.tokenizer if tokenizer is not None else None, d)
+            save_state(model, opt, gen, rng, step + 1, args, args.tokenizer, d)
             last_save = time.time()
         if stopping:
             break
