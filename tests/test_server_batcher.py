@@ -10,6 +10,7 @@ import torch
 
 from dgemma import DiffusionGemma
 from dgemma.config import get_preset
+from dgemma.engine import GenerationConfig
 from dgemma.serving.batcher import BatchEngine, Request, SamplingParams
 
 STOP = (1, 106, 50)
@@ -51,8 +52,9 @@ def jobs():
     out = []
     for i, n in enumerate((3, 12, 30, 5, 21, 9)):
         prompt = [2] + [100 + (7 * i + j) % 400 for j in range(n)]
-        out.append((prompt, SamplingParams(max_tokens=(10, 40, 16, 33, 48, 20)[i], steps=(5, 8, 6, 5, 7, 4)[i],
-                                           seed=10 + i, stop_ids=STOP, top_k=(None, 50)[i % 2]), None))
+        gen = GenerationConfig(max_new_tokens=(10, 40, 16, 33, 48, 20)[i], max_denoising_steps=(5, 8, 6, 5, 7, 4)[i],
+                               eos_token_id=STOP, top_k=(None, 50)[i % 2])
+        out.append((prompt, SamplingParams(gen, seed=10 + i), None))
     return out
 
 
@@ -62,27 +64,29 @@ def test_batched_equals_alone(model, lock_after):
     for job, (tokens, info) in zip(jobs(), together):
         alone = run_all(model, [job], lock_after, max_batch=1)[0][0]
         assert tokens == alone
-        assert info["completion_tokens"] == len(tokens) <= job[1].max_tokens
+        assert info["completion_tokens"] == len(tokens) <= job[1].gen.max_new_tokens
 
 
 def test_lock_off_matches_generate(model):
     for (prompt, p, _), (tokens, info) in zip(jobs(), run_all(model, jobs(), 0)):
-        out = model.generate(torch.tensor([prompt]), max_new_tokens=p.max_tokens, max_denoising_steps=p.steps,
-                             seed=p.seed, top_k=p.top_k, eos_token_id=STOP)
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=p.gen.max_new_tokens,
+                             max_denoising_steps=p.gen.max_denoising_steps, seed=p.seed, top_k=p.gen.top_k,
+                             eos_token_id=STOP)
         ref = []
         for t in out.sequences[0, len(prompt):].tolist():
             if t != 0:
                 ref.append(t)
             if t in STOP:
                 break
-        assert tokens == ref[:p.max_tokens]
-        assert info["finish_reason"] == ("stop" if ref and ref[-1] in STOP and len(ref) <= p.max_tokens
+        assert tokens == ref[:p.gen.max_new_tokens]
+        assert info["finish_reason"] == ("stop" if ref and ref[-1] in STOP and len(ref) <= p.gen.max_new_tokens
                                          else "length")
 
 
 def test_infill_keeps_suffix_out_and_gap_length(model):
     prompt, suffix = [2, 300, 301, 302], [400, 401, 402]
-    (tokens, info), = run_all(model, [(prompt, SamplingParams(max_tokens=6, steps=5, seed=1, stop_ids=STOP), suffix)], 2)
+    params = SamplingParams(GenerationConfig(max_new_tokens=6, max_denoising_steps=5, eos_token_id=STOP), seed=1)
+    (tokens, info), = run_all(model, [(prompt, params, suffix)], 2)
     assert len(tokens) <= 6 and info["finish_reason"] in ("stop", "length")
 
 

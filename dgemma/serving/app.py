@@ -19,6 +19,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..engine import GenerationConfig
+from ..sampling import make_sampler
 from .batcher import BatchEngine, EngineDeadError, QueueFullError, Request, SamplingParams
 
 log = logging.getLogger("dgemma.serving")
@@ -348,23 +350,24 @@ def create_app(state: ServerState) -> FastAPI:
                            param="max_tokens" if prompt_len < eng.context_length else "prompt",
                            code="context_length_exceeded")
         temp = body.temperature if temperature is None else temperature
-        p = SamplingParams(max_tokens=max_tokens, steps=getattr(body, "denoising_steps", None)
-                           or d.get("max_denoising_steps", 48),
-                           t_min=getattr(body, "t_min", None) or d.get("t_min", 0.4),
-                           t_max=getattr(body, "t_max", None) or d.get("t_max", 0.8),
-                           temperature=None if temp is None else max(temp, 1e-4),  # 0: greedy in effect
-                           top_k=body.top_k if body.top_k and body.top_k > 0 else None, top_p=body.top_p,
-                           sampler=getattr(body, "sampler", None) or "entropy",
-                           entropy_bound=getattr(body, "entropy_bound", None)
-                           or (d.get("sampler_config") or {}).get("entropy_bound", 0.1),
-                           tau=getattr(body, "confidence_tau", None) or 0.9,
-                           stability_threshold=d.get("stability_threshold", 1),
-                           confidence_threshold=d.get("confidence_threshold", 0.005),
-                           seed=body.seed, stop_ids=tuple(state.tokenizer.stop_ids) or (1,),
-                           drafts=bool(getattr(body, "drafts", False)))
-        if p.t_min > p.t_max:
-            raise APIError(400, f"t_min ({p.t_min}) must not exceed t_max ({p.t_max})", param="t_min")
-        return p
+        t_min = getattr(body, "t_min", None) or d.get("t_min", 0.4)
+        t_max = getattr(body, "t_max", None) or d.get("t_max", 0.8)
+        if t_min > t_max:
+            raise APIError(400, f"t_min ({t_min}) must not exceed t_max ({t_max})", param="t_min")
+        sampler = make_sampler(getattr(body, "sampler", None) or "entropy", eng.L,
+                               getattr(body, "entropy_bound", None)
+                               or (d.get("sampler_config") or {}).get("entropy_bound", 0.1),
+                               getattr(body, "confidence_tau", None) or 0.9)
+        gen = GenerationConfig(max_new_tokens=max_tokens,
+                               max_denoising_steps=getattr(body, "denoising_steps", None)
+                               or d.get("max_denoising_steps", 48),
+                               t_min=t_min, t_max=t_max,
+                               temperature=None if temp is None else max(temp, 1e-4),  # 0: greedy in effect
+                               top_k=body.top_k if body.top_k and body.top_k > 0 else None, top_p=body.top_p,
+                               stability_threshold=d.get("stability_threshold", 1),
+                               confidence_threshold=d.get("confidence_threshold", 0.005),
+                               eos_token_id=tuple(state.tokenizer.stop_ids) or (1,), sampler=sampler)
+        return SamplingParams(gen, seed=body.seed, drafts=bool(getattr(body, "drafts", False)))
 
     def run(http: HttpRequest, prompt: list[int], params: SamplingParams, stops: list[str],
             suffix: list[int] | None = None):

@@ -22,6 +22,7 @@ the request only); k = 0 turns it off and the text then arrives once per committ
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import queue
@@ -34,7 +35,7 @@ import torch
 from ..config import SLIDING
 from ..engine import GenerationConfig, apply_stop_tokens, temperature_at
 from ..model import DiffusionGemma
-from ..sampling import make_sampler, step_stats
+from ..sampling import step_stats
 
 log = logging.getLogger("dgemma.serving")
 
@@ -51,21 +52,11 @@ class EngineDeadError(RuntimeError):
 
 @dataclass
 class SamplingParams:
-    max_tokens: int = 64
-    steps: int = 48
-    t_min: float = 0.4
-    t_max: float = 0.8
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    sampler: str = "entropy"
-    entropy_bound: float = 0.1
-    tau: float = 0.9
-    stability_threshold: int = 1
-    confidence_threshold: float = 0.005
+    """A request's decoding settings: the engine's config (its max_new_tokens is the request's max_tokens, its
+    eos_token_id the stop ids) plus what only a request has."""
+    gen: GenerationConfig = field(default_factory=GenerationConfig)
     seed: int | None = None
-    stop_ids: tuple[int, ...] = (1, 106, 50)
-    drafts: bool = False
+    drafts: bool = False  # stream the denoising drafts
 
 
 @dataclass
@@ -85,21 +76,15 @@ class Row:
     def __init__(self, req: Request, slot: int, model: DiffusionGemma):
         p = req.params
         self.req, self.slot = req, slot
-        self.cfg = GenerationConfig(max_new_tokens=p.max_tokens, max_denoising_steps=p.steps, t_min=p.t_min,
-                                    t_max=p.t_max, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
-                                    stability_threshold=p.stability_threshold,
-                                    confidence_threshold=p.confidence_threshold, eos_token_id=p.stop_ids,
-                                    pad_token_id=model.config.pad_token_id,
-                                    sampler=make_sampler(p.sampler, model.config.canvas_length, p.entropy_bound,
-                                                         p.tau))
+        self.cfg = dataclasses.replace(p.gen, pad_token_id=model.config.pad_token_id)
         self.gen = torch.Generator(device=model.device)
         if p.seed is None:
             self.gen.seed()
         else:
             self.gen.manual_seed(p.seed)
-        self.stop = torch.tensor(p.stop_ids, dtype=torch.long, device=model.device)
+        self.stop = torch.tensor(self.cfg.eos_token_id, dtype=torch.long, device=model.device)
         L = model.config.canvas_length
-        self.n_canvases = 1 if req.suffix is not None else math.ceil(p.max_tokens / L)
+        self.n_canvases = 1 if req.suffix is not None else math.ceil(self.cfg.max_new_tokens / L)
         self.length = 0
         self.canvas_index = -1
         self.out: list[int] = []  # committed and locked tokens, stop token included, pads dropped
@@ -245,7 +230,7 @@ class BatchEngine:
         row.current = torch.randint(0, self.V, (1, L), device=dev, generator=row.gen)
         row.fixed = None
         if row.canvas_index == 0 and row.req.suffix is not None:
-            g = row.req.params.max_tokens
+            g = row.cfg.max_new_tokens
             part = torch.tensor(row.req.suffix[:L - g], dtype=torch.long, device=dev)
             row.current = torch.zeros(1, L, dtype=torch.long, device=dev)
             row.current[0, g:g + len(part)] = part
@@ -372,7 +357,7 @@ class BatchEngine:
                 lockable |= fixed
             n = int(lockable[0].long().cumprod(0).sum())
             if row.req.suffix is not None:  # infill: only the gap is output
-                n = min(n, row.req.params.max_tokens)
+                n = min(n, row.cfg.max_new_tokens)
             if n > row.locked:
                 if fixed is None:
                     fixed = row.fixed = torch.zeros(1, L, dtype=torch.bool, device=current.device)
@@ -397,9 +382,9 @@ class BatchEngine:
         """Append final tokens to the row's output (stopping at a stop token or at max_tokens)."""
         if row.stopped:
             return
-        stop = set(row.req.params.stop_ids)
+        stop = set(row.cfg.eos_token_id)
         pad = self.model.config.pad_token_id
-        limit = row.req.params.max_tokens
+        limit = row.cfg.max_new_tokens
         new = []
         for t in tokens:
             if len(row.out) + len(new) >= limit:
@@ -425,7 +410,7 @@ class BatchEngine:
         finished = torch.zeros(1, dtype=torch.bool, device=row.current.device)
         tokens = apply_stop_tokens(row.argmax, finished, row.stop, self.model.config.pad_token_id)
         if row.req.suffix is not None:  # infill: the gap only
-            gap = tokens[0, :row.req.params.max_tokens].tolist()
+            gap = tokens[0, :row.cfg.max_new_tokens].tolist()
             self._emit_tokens(row, gap[row.locked:])
             if not row.stopped:
                 row.finish_reason = "stop"
