@@ -70,20 +70,20 @@ def reference_step(ref, prompt, steps: int, reps: int, log) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="diffusiongemma-26b-a4b")
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--dtype", default="bf16")
-    p.add_argument("--batches", default="1,4")
-    p.add_argument("--prompt", type=int, default=4096)
+    p.add_argument("--model", default="diffusiongemma-26b-a4b", help="preset whose shape is built with random weights")
+    p.add_argument("--device", default="cuda", help="torch device (cpu only to exercise the script)")
+    p.add_argument("--dtype", default="bf16", help="weight dtype: bf16, fp16, fp32 or fp64")
+    p.add_argument("--batches", default="1,4", help="comma-separated batch sizes")
+    p.add_argument("--prompt", type=int, default=4096, help="prompt length in tokens")
     p.add_argument("--steps", type=int, default=16, help="denoising steps of the timed generations")
-    p.add_argument("--ar-tokens", type=int, default=32)
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--no-reference", action="store_true")
+    p.add_argument("--ar-tokens", type=int, default=32, help="tokens decoded autoregressively for the AR latency")
+    p.add_argument("--reps", type=int, default=3, help="repetitions of the step measurement (median kept)")
+    p.add_argument("--no-reference", action="store_true", help="skip transformers' generate even when installed")
     p.add_argument("--deadline", type=float, default=540, help="seconds after which remaining parts are skipped")
     p.add_argument("--reference-reserve", type=float, default=150,
                    help="start a reference measurement only with at least this many seconds before the deadline")
     p.add_argument("--no-save", action="store_true", help="print the result only")
-    p.add_argument("--results-dir", default=str(ROOT / "bench/results"))
+    p.add_argument("--results-dir", default=str(ROOT / "bench/results"), help="where the JSON result is saved")
     args = p.parse_args(argv)
     t_start = time.perf_counter()
 
@@ -116,46 +116,63 @@ def main(argv=None) -> int:
     bpp = torch.finfo(dtype).bits / 8
     L = cfg.canvas_length
     rows, errors = [], []
-    batches = [int(x) for x in args.batches.split(",")]
+
+    def attempt(label: str, part) -> bool:
+        """Run one measurement; a failure (out of memory, an API difference) is recorded and the run goes on."""
+        try:
+            part()
+            return True
+        except Exception as e:
+            errors.append(f"{label}: {type(e).__name__}: {e}")
+            log(traceback.format_exc())
+            return False
+
+    def dgemma_part(row, prompt):
+        B = row["batch"]
+        log(f"batch {B}: prefill and dgemma step")
+        row["prefill_s"] = bench.measure_prefill(model, prompt, reps=2)
+        s = bench.measure_step(model, B, L, args.prompt, reps=args.reps)
+        row.update(forward_s=s["forward_s"], sampling_s=s["sampling_s"])
+        floor = bench.step_floor(cfg, B, L, args.prompt, bpp, bw, mm["flops_per_s"])
+        row["floor_s"], row["floor"] = floor.seconds, floor.as_dict()
+        d = bench.measure_dgemma(model, prompt, new_tokens=L, steps=args.steps, seed=0, reps=1)
+        row.update(step_s=d["step_s"], generate_s=d["total_s"], bookkeeping_s=d["bookkeeping_s"],
+                   diffusion_tokens_per_s=d["tokens_per_s"], ttft_s=d["ttft_s"],
+                   peak_memory_bytes=d["peak_memory_bytes"])
+        row["_sequences"] = d["sequences"]
+        log(f"  step {row['step_s'] * 1e3:.1f} ms (forward {row['forward_s'] * 1e3:.1f} ms), floor "
+            f"{floor.seconds * 1e3:.1f} ms ({floor.bound}-bound), prefill {row['prefill_s'] * 1e3:.0f} ms")
+
+    def ar_part(row, prompt):
+        log(f"batch {row['batch']}: AR decoding")
+        a = bench.measure_ar(model, prompt, new_tokens=args.ar_tokens, reps=1)
+        af = bench.step_floor(cfg, row["batch"], 1, args.prompt, bpp, bw, mm["flops_per_s"], decoder=False)
+        row.update(ar_token_s=a["token_latency_s"], ar_tokens_per_s=a["decode_tokens_per_s"], ar_floor_s=af.seconds)
+        log(f"  AR token {a['token_latency_s'] * 1e3:.1f} ms, floor {af.seconds * 1e3:.1f} ms")
+
+    def reference_part(row, prompt):
+        log(f"batch {row['batch']}: reference static-cache compiled generate")
+        r = reference_step(ref, prompt, args.steps, reps=1, log=log)
+        row["reference_step_s"], row["reference_total_s"] = r["reference_step_s"], r["reference_total_s"]
+        row["token_agreement"] = bench.compare_sequences(row["_sequences"], r["reference_sequences"])["agreement"]
+        log(f"  reference step {r['reference_step_s'] * 1e3:.1f} ms")
+
+    def free():
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
     prompts = {}
     # dgemma and AR first for every batch size, then the reference (its compilation is the slow, optional part)
-    for B in batches:
+    for B in [int(x) for x in args.batches.split(",")]:
         if late():
             errors.append(f"batch {B}: skipped, past the deadline")
             continue
         row = {"batch": B, "prompt": args.prompt, "canvas": L, "steps": args.steps}
         rows.append(row)
         prompt = prompts[B] = bench.make_prompt(B, args.prompt, cfg.vocab_size, 0, device)
-        try:
-            log(f"batch {B}: prefill and dgemma step")
-            row["prefill_s"] = bench.measure_prefill(model, prompt, reps=2)
-            s = bench.measure_step(model, B, L, args.prompt, reps=args.reps)
-            row.update(forward_s=s["forward_s"], sampling_s=s["sampling_s"])
-            floor = bench.step_floor(cfg, B, L, args.prompt, bpp, bw, mm["flops_per_s"])
-            row["floor_s"], row["floor"] = floor.seconds, floor.as_dict()
-            d = bench.measure_dgemma(model, prompt, new_tokens=L, steps=args.steps, seed=0, reps=1)
-            row.update(step_s=d["step_s"], generate_s=d["total_s"], bookkeeping_s=d["bookkeeping_s"],
-                       diffusion_tokens_per_s=d["tokens_per_s"], ttft_s=d["ttft_s"],
-                       peak_memory_bytes=d["peak_memory_bytes"])
-            row["_sequences"] = d["sequences"]
-            log(f"  step {row['step_s'] * 1e3:.1f} ms (forward {row['forward_s'] * 1e3:.1f} ms), floor "
-                f"{floor.seconds * 1e3:.1f} ms ({floor.bound}-bound), prefill {row['prefill_s'] * 1e3:.0f} ms")
-        except Exception as e:
-            errors.append(f"batch {B} dgemma: {type(e).__name__}: {e}")
-            log(traceback.format_exc())
-            continue
-        try:
-            log(f"batch {B}: AR decoding")
-            a = bench.measure_ar(model, prompt, new_tokens=args.ar_tokens, reps=1)
-            af = bench.step_floor(cfg, B, 1, args.prompt, bpp, bw, mm["flops_per_s"], decoder=False)
-            row.update(ar_token_s=a["token_latency_s"], ar_tokens_per_s=a["decode_tokens_per_s"],
-                       ar_floor_s=af.seconds)
-            log(f"  AR token {a['token_latency_s'] * 1e3:.1f} ms, floor {af.seconds * 1e3:.1f} ms")
-        except Exception as e:
-            errors.append(f"batch {B} AR: {type(e).__name__}: {e}")
-            log(traceback.format_exc())
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        if attempt(f"batch {B} dgemma", lambda: dgemma_part(row, prompt)):
+            attempt(f"batch {B} AR", lambda: ar_part(row, prompt))
+        free()
     for row in rows:
         B = row["batch"]
         if ref is None or "step_s" not in row:
@@ -163,17 +180,8 @@ def main(argv=None) -> int:
         if time.perf_counter() - t_start > args.deadline - args.reference_reserve:
             errors.append(f"batch {B} reference: skipped, less than {args.reference_reserve:.0f} s left")
             continue
-        try:
-            log(f"batch {B}: reference static-cache compiled generate")
-            r = reference_step(ref, prompts[B], args.steps, reps=1, log=log)
-            row["reference_step_s"], row["reference_total_s"] = r["reference_step_s"], r["reference_total_s"]
-            row["token_agreement"] = bench.compare_sequences(row["_sequences"], r["reference_sequences"])["agreement"]
-            log(f"  reference step {r['reference_step_s'] * 1e3:.1f} ms")
-        except Exception as e:
-            errors.append(f"batch {B} reference: {type(e).__name__}: {e}")
-            log(traceback.format_exc())
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        attempt(f"batch {B} reference", lambda: reference_part(row, prompts[B]))
+        free()
     for row in rows:
         row.pop("_sequences", None)
 

@@ -141,3 +141,20 @@ def test_saved_tables_render_with_their_command_machine_and_date(tmp_path):
     section = text[text.index("## Some evaluation"):]
     assert "- command: `python -m x --save t1`" in section and "Why it was measured." in section
     assert "| a | b |" in section and "| 1 | 2.0% |" in section and "| 3 | 4.0% |" in section
+
+
+def test_cuda_script_runs_its_code_path_on_cpu_at_a_tiny_shape(capsys):
+    """bench/cuda_26b.py has no GPU in CI: its measurement path runs here on the tiny preset instead."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "bench" / "cuda_26b.py"
+    spec = importlib.util.spec_from_file_location("cuda_26b", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rc = script.main(["--model", "tiny", "--device", "cpu", "--dtype", "fp32", "--prompt", "48", "--batches", "1,2",
+                      "--steps", "3", "--ar-tokens", "4", "--reps", "1", "--no-reference", "--no-save"])
+    result = json.loads(capsys.readouterr().out)
+    assert rc == 0 and result["errors"] == []
+    assert [r["batch"] for r in result["rows"]] == [1, 2]
+    for row in result["rows"]:
+        assert row["step_s"] > 0 and row["floor_s"] > 0 and row["ar_token_s"] > 0 and row["prefill_s"] > 0
