@@ -64,3 +64,22 @@ def test_not_a_sudoku_model_is_rejected(tmp_path):
     DiffusionGemma.from_pretrained("tiny").save_pretrained(tmp_path)
     run = dgemma(HARD, "--model", str(tmp_path))
     assert run.returncode == 2 and "is not a sudoku model" in run.stderr
+
+
+def test_eval_reports_a_row_per_kind(model_dir, tmp_path):
+    run = dgemma("--eval", "2", "--kinds", "singles", "--steps", "2", "--batch", "2", "--json",
+                 "--model", str(model_dir))
+    assert run.returncode == 0, run.stderr
+    row = json.loads(run.stdout)
+    assert (row["method"], row["kind"], row["puzzles"], row["clamp"]) == ("diffusion", "singles", 2, True)
+    assert 0.0 <= row["solved"] <= 1.0 and row["tokens_per_forward"] > 0 and row["seconds_per_puzzle"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--save", "x", HARD], "use it with --eval N"),
+    (["--eval", "0"], "positive number of puzzles"),
+    (["--eval", "2", HARD], "not both"),
+])
+def test_flag_misuse_fails_with_one_line(model_dir, args, message):
+    run = dgemma(*args, "--model", str(model_dir))
+    assert run.returncode == 2 and message in run.stderr and len(run.stderr.strip().splitlines()) == 1

@@ -120,6 +120,8 @@ def run(args) -> int:
         if args.eval < 1:
             raise ValueError(f"--eval needs a positive number of puzzles, got {args.eval}")
         return run_eval(args)
+    if args.save:
+        raise ValueError("--save saves an evaluation table: use it with --eval N")
     if not args.puzzle:
         raise ValueError("give a PUZZLE (81 characters, digits with 0 or . for blanks) or --eval N")
     return run_solve(args)
