@@ -115,8 +115,12 @@ def apply_stop_tokens(canvas: torch.Tensor, finished: torch.Tensor, stop_ids: to
 class Engine:
     """Generation over a `DiffusionGemma`; knows token ids only."""
 
-    def __init__(self, model: DiffusionGemma):
+    def __init__(self, model: DiffusionGemma, compile: bool = False):
+        """`compile`: run the decoder through `torch.compile` of `model.denoise_static` (one graph for every
+        canvas; CUDA graphs on GPU). Every row then stays in the decoder batch until the canvas ends, as in the
+        reference, so the shapes never change; the first steps pay for compilation."""
         self.model = model
+        self.denoise = model.compiled_denoise() if compile else None
 
     def make_generator(self, seed: int | None) -> torch.Generator:
         g = torch.Generator(device=self.model.device)
@@ -168,6 +172,9 @@ class Engine:
             cache = model.new_cache(B, P + n_canvases * L)
         else:
             cache.reserve(P + n_canvases * L, f"a prompt of {P} tokens and {n_canvases} canvases of {L}")
+        if self.denoise is not None and cache.device.type == "cuda":  # CUDA graphs read the cache in place
+            for t in cache.keys + cache.values + [cache.valid]:
+                torch._dynamo.mark_static_address(t)
         dev = model.device
         gen = self.make_generator(seed)
         eos = torch.tensor(cfg.eos_token_id, dtype=torch.long, device=dev)
@@ -192,17 +199,21 @@ class Engine:
             active = (~finished).tolist()
             history = torch.full((max(cfg.stability_threshold, 1), B, L), -1, dtype=torch.long, device=dev)
             steps = 0
+            start = torch.tensor(cache.length, device=dev)
             for step in range(cfg.max_denoising_steps, 0, -1):
                 passes += ~(finished | finished_seq)
                 steps += 1
-                if B > 1 and not all(active) and (rows is None or len(rows) != sum(active)):
-                    rows = torch.tensor([i for i, a in enumerate(active) if a], device=dev)
-                    sub_cache = cache.select(rows)
-                if rows is None:
-                    logits = model.denoise(current, cache, self_conditioning_embeds=soft)
+                if self.denoise is not None:  # compiled: every row, one shape
+                    logits = self.denoise(current, cache, start, soft)
                 else:
-                    logits = model.denoise(current[rows], sub_cache,
-                                           self_conditioning_embeds=None if soft is None else soft[rows])
+                    if B > 1 and not all(active) and (rows is None or len(rows) != sum(active)):
+                        rows = torch.tensor([i for i, a in enumerate(active) if a], device=dev)
+                        sub_cache = cache.select(rows)
+                    if rows is None:
+                        logits = model.denoise(current, cache, self_conditioning_embeds=soft)
+                    else:
+                        logits = model.denoise(current[rows], sub_cache,
+                                               self_conditioning_embeds=None if soft is None else soft[rows])
                 logits.div_(temperature_at(cfg, step))
                 stats = step_stats(logits, gen, emb_w, emb_scale, None if rows is None else active, cfg.top_k,
                                    cfg.top_p)

@@ -132,6 +132,34 @@ class Router(nn.Module):
         return weights * self.per_expert_scale[index], index
 
 
+def _expert_mlp(xs: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, counts: torch.Tensor,
+                grouped: bool) -> torch.Tensor:
+    """Rows of xs (grouped by expert, counts[e] rows for expert e) through their expert's gated MLP."""
+    if grouped:
+        offs = counts.cumsum(0, dtype=torch.int32)
+        gate, up = torch._grouped_mm(xs, gate_up.transpose(1, 2), offs=offs).chunk(2, dim=-1)
+        return torch._grouped_mm(F.gelu(gate, approximate="tanh") * up, down.transpose(1, 2), offs=offs)
+    parts = []  # float64 and odd shapes: one matmul per expert that has tokens (needs the counts on the host)
+    for e, xe in enumerate(xs.split(counts.tolist())):
+        if len(xe):
+            gate, up = F.linear(xe, gate_up[e]).chunk(2, dim=-1)
+            parts.append(F.linear(F.gelu(gate, approximate="tanh") * up, down[e]))
+    return torch.cat(parts)
+
+
+@torch.library.custom_op("dgemma::expert_mlp", mutates_args=())
+def expert_mlp_op(xs: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, counts: torch.Tensor,
+                  grouped: bool) -> torch.Tensor:
+    """`_expert_mlp` as one opaque op for torch.compile: its shapes are known without running it, whereas the
+    grouped matmul has no float32 meta kernel and the per-expert loop reads the counts on the host."""
+    return _expert_mlp(xs, gate_up, down, counts, grouped)
+
+
+@expert_mlp_op.register_fake
+def _(xs, gate_up, down, counts, grouped):
+    return xs.new_empty(xs.shape[0], down.shape[1])
+
+
 class Experts(nn.Module):
     """All experts' weights as 3-D tensors, computed grouped: assignments sorted by expert, one grouped matmul."""
 
@@ -152,19 +180,10 @@ class Experts(nn.Module):
         order = flat.argsort(stable=True)
         xs = x[order // K]  # (T*K, H), grouped by expert
         counts = torch.bincount(flat, minlength=self.gate_up_proj.shape[0])
-        if self.aligned and x.dtype in (torch.float32, torch.bfloat16, torch.float16) and not (
-                self.cpu_loop and x.device.type == "cpu"):
-            offs = counts.cumsum(0, dtype=torch.int32)
-            gate, up = torch._grouped_mm(xs, self.gate_up_proj.transpose(1, 2), offs=offs).chunk(2, dim=-1)
-            ys = torch._grouped_mm(F.gelu(gate, approximate="tanh") * up, self.down_proj.transpose(1, 2), offs=offs)
-        else:  # float64 and odd shapes: one matmul per expert that has tokens (needs the counts on the host)
-            parts = []
-            for e, xe in enumerate(xs.split(counts.tolist())):
-                if len(xe):
-                    gate, up = F.linear(xe, self.gate_up_proj[e]).chunk(2, dim=-1)
-                    parts.append(F.linear(F.gelu(gate, approximate="tanh") * up, self.down_proj[e]))
-            ys = torch.cat(parts)
-        ys = (ys * weights.reshape(-1)[order, None]).to(x.dtype)
+        grouped = self.aligned and x.dtype in (torch.float32, torch.bfloat16, torch.float16) and not (
+            self.cpu_loop and x.device.type == "cpu")
+        mlp = expert_mlp_op if torch.compiler.is_compiling() else _expert_mlp  # (the op has no backward)
+        ys = (mlp(xs, self.gate_up_proj, self.down_proj, counts, grouped) * weights.reshape(-1)[order, None]).to(x.dtype)
         out = torch.empty_like(ys)
         out[order] = ys
         return out.view(T, K, -1).sum(1)
@@ -228,6 +247,7 @@ class DiffusionGemma(nn.Module):
         for kind in self.kinds:
             self.register_buffer(f"inv_freq_{kind}", rope_inv_freq(config, kind), persistent=False)
         self._scale_cache: dict = {}
+        self._compiled_denoise = None
         self.prefill_chunk = 2048  # encode() splits longer inputs (without autograd) into chunks of this many tokens
 
     # --- construction ------------------------------------------------------------------------------------
@@ -398,16 +418,50 @@ class DiffusionGemma(nn.Module):
 
         return self.logits(self.run_layers(x, positions, kv_fn, encoder=False))
 
+    def denoise_static(self, canvas_ids: torch.Tensor, cache: KVCache, start: torch.Tensor,
+                       self_conditioning_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """`denoise` with one shape for every canvas, for torch.compile and CUDA graphs (gpt-fast style): the
+        canvas starts at slot `start` (a 0-d tensor, not a Python int a compiled graph would specialise on) and
+        attends over the whole preallocated cache through a mask, rather than over a slice that grows. The
+        caller checks the cache has room (`cache.reserve`); the masked-out slots add work but no change beyond
+        rounding."""
+        B, L = canvas_ids.shape
+        slots = start + torch.arange(L, device=canvas_ids.device)  # (L,)
+        every = torch.arange(cache.max_length, device=canvas_ids.device)
+        visible = cache.valid | ((every >= start) & (every < start + L))  # (B, T): committed tokens + canvas
+        masks = {}
+        for kind in self.kinds:
+            m = visible
+            if kind == SLIDING:  # the window is anchored at the canvas start, as in `denoise`
+                m = m & (every >= start - (self.config.sliding_window - 1))
+            masks[kind] = m[:, None, None, :]
+
+        def kv_fn(layer, k, v):
+            cache.keys[layer].index_copy_(2, slots, k)
+            cache.values[layer].index_copy_(2, slots, v)
+            return cache.keys[layer], cache.values[layer], masks[self.config.layer_types[layer]]
+
+        x = self.self_conditioning(self.embed(canvas_ids), self_conditioning_embeds)
+        return self.logits(self.run_layers(x, slots[None], kv_fn, encoder=False))
+
+    def compiled_denoise(self):
+        """`torch.compile` of `denoise_static`, made once per model (CUDA graphs on GPU)."""
+        if self._compiled_denoise is None:
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            self._compiled_denoise = torch.compile(self.denoise_static, fullgraph=True, dynamic=False, mode=mode)
+        return self._compiled_denoise
+
     # --- generation (the engine lives in dgemma.engine; these are the documented entry points) -------------
     def generate(self, input_ids, *, max_new_tokens: int = 256, max_denoising_steps: int = 48,
                  entropy_bound: float = 0.1, t_min: float = 0.4, t_max: float = 0.8, stability_threshold: int = 1,
                  confidence_threshold: float = 0.005, eos_token_id=(1, 106, 50), pad_token_id: int = 0,
                  seed: int | None = None, attention_mask=None, sampler: str = "entropy", tau: float = 0.9,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                 canvas=None, clamp=None, skip_finished_rows: bool = True, stream: bool = False):
+                 canvas=None, clamp=None, skip_finished_rows: bool = True, stream: bool = False,
+                 compile: bool = False):
         """Block-diffusion generation (see dgemma.engine). Returns `GenerateOutput` (sequences with the prompt,
         tokens_per_forward per row, steps per canvas), or with `stream=True` an iterator of step/canvas events
-        ending with that output."""
+        ending with that output. `compile`: the decoder runs compiled (see `Engine`)."""
         from .engine import Engine, GenerationConfig
         from .sampling import make_sampler
         eos = (eos_token_id,) if isinstance(eos_token_id, int) else tuple(eos_token_id)
@@ -416,7 +470,7 @@ class DiffusionGemma(nn.Module):
                                stability_threshold=stability_threshold, confidence_threshold=confidence_threshold,
                                eos_token_id=eos, pad_token_id=pad_token_id, skip_finished_rows=skip_finished_rows,
                                sampler=make_sampler(sampler, self.config.canvas_length, entropy_bound, tau))
-        events = Engine(self).stream(input_ids, cfg, seed=seed, attention_mask=attention_mask, canvas=canvas,
+        events = Engine(self, compile=compile).stream(input_ids, cfg, seed=seed, attention_mask=attention_mask, canvas=canvas,
                                      clamp=clamp)
         if stream:
             return events
