@@ -78,6 +78,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=16, help="denoising steps of the timed generations")
     p.add_argument("--ar-tokens", type=int, default=32, help="tokens decoded autoregressively for the AR latency")
     p.add_argument("--reps", type=int, default=3, help="repetitions of the step measurement (median kept)")
+    p.add_argument("--eager", action="store_true",
+                   help="run dgemma's decoder eagerly (default: compiled, with CUDA graphs on GPU)")
     p.add_argument("--no-reference", action="store_true", help="skip transformers' generate even when installed")
     p.add_argument("--deadline", type=float, default=540, help="seconds after which remaining parts are skipped")
     p.add_argument("--reference-reserve", type=float, default=150,
@@ -131,11 +133,11 @@ def main(argv=None) -> int:
         B = row["batch"]
         log(f"batch {B}: prefill and dgemma step")
         row["prefill_s"] = bench.measure_prefill(model, prompt, reps=2)
-        s = bench.measure_step(model, B, L, args.prompt, reps=args.reps)
+        s = bench.measure_step(model, B, L, args.prompt, reps=args.reps, compile=not args.eager)
         row.update(forward_s=s["forward_s"], sampling_s=s["sampling_s"])
         floor = bench.step_floor(cfg, B, L, args.prompt, bpp, bw, mm["flops_per_s"])
         row["floor_s"], row["floor"] = floor.seconds, floor.as_dict()
-        d = bench.measure_dgemma(model, prompt, new_tokens=L, steps=args.steps, seed=0, reps=1)
+        d = bench.measure_dgemma(model, prompt, new_tokens=L, steps=args.steps, seed=0, reps=1, compile=not args.eager)
         row.update(step_s=d["step_s"], generate_s=d["total_s"], bookkeeping_s=d["bookkeeping_s"],
                    diffusion_tokens_per_s=d["tokens_per_s"], ttft_s=d["ttft_s"],
                    peak_memory_bytes=d["peak_memory_bytes"])
@@ -190,7 +192,8 @@ def main(argv=None) -> int:
         "command": "python bench/cuda_26b.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": bench.machine_description(device),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "note": (f"{args.model} shape, random {args.dtype} weights; prompt {args.prompt}, canvas {L}; per-step times "
+        "note": (f"{args.model} shape, random {args.dtype} weights; prompt {args.prompt}, canvas {L}; dgemma's decoder "
+                 f"{'eager' if args.eager else 'compiled (torch.compile, CUDA graphs on GPU)'}; per-step times "
                  f"are medians over a {args.steps}-step canvas; diffusion tok/s = canvas / ({args.steps} steps + "
                  f"commit), AR tok/s = batch / token latency (decode only)"),
         "rates": {"bandwidth_bytes_per_s": bw, "matmul_flops_per_s": mm["flops_per_s"]},

@@ -315,14 +315,17 @@ def measure_prefill(model, prompt: torch.Tensor, reps: int = 3) -> float:
     return timed(run, model.device, reps=reps)[0]
 
 
-def measure_dgemma(model, prompt, *, new_tokens: int, steps: int, seed: int, reps: int = 2) -> dict:
-    """End-to-end generation timed from outside (median of `reps` after a warm-up), then `reps` instrumented runs
-    that split each step into decoder forward, sampling and bookkeeping and record the time to first canvas
-    (the run with the fastest median step is kept: the one least disturbed by other load)."""
+def measure_dgemma(model, prompt, *, new_tokens: int, steps: int, seed: int, reps: int = 2,
+                   compile: bool = False) -> dict:
+    """End-to-end generation timed from outside (median of `reps` after a warm-up, which also compiles with
+    `compile`), then `reps` instrumented runs that split each step into decoder forward, sampling and bookkeeping
+    and record the time to first canvas (the run with the fastest median step is kept: the one least disturbed
+    by other load)."""
     from . import engine as engine_mod
     from .engine import CanvasEvent, StepEvent
     dev = model.device
-    kw = dict(max_new_tokens=new_tokens, max_denoising_steps=steps, eos_token_id=STOP_IDS, pad_token_id=0)
+    kw = dict(max_new_tokens=new_tokens, max_denoising_steps=steps, eos_token_id=STOP_IDS, pad_token_id=0,
+              compile=compile)
 
     def run():
         return model.generate(prompt, seed=seed, **kw)
@@ -345,7 +348,11 @@ def measure_dgemma(model, prompt, *, new_tokens: int, steps: int, seed: int, rep
             return r
         return inner
     orig_stats = engine_mod.step_stats
-    model.denoise = wrap(model.denoise, "forward")
+    if compile:
+        compiled = model.compiled_denoise()
+        model._compiled_denoise = wrap(compiled, "forward")
+    else:
+        model.denoise = wrap(model.denoise, "forward")
     engine_mod.step_stats = wrap(orig_stats, "sampling")
     best = None
     try:
@@ -368,7 +375,10 @@ def measure_dgemma(model, prompt, *, new_tokens: int, steps: int, seed: int, rep
             if best is None or run[0] < best[0]:
                 best = run
     finally:
-        del model.denoise
+        if compile:
+            model._compiled_denoise = compiled
+        else:
+            del model.denoise
         engine_mod.step_stats = orig_stats
     step, step_times, ttft, n_steps, spent = best
     fwd, smp = spent["forward"] / n_steps, spent["sampling"] / n_steps
@@ -453,9 +463,11 @@ def measure_ar(model, prompt, *, new_tokens: int, reps: int = 2) -> dict:
             "decode_tokens_per_s": B / per_token, "peak_extra_bytes": mem.extra}
 
 
-def measure_step(model, batch: int, canvas: int, context: int, seed: int = 0, reps: int = 3) -> dict:
+def measure_step(model, batch: int, canvas: int, context: int, seed: int = 0, reps: int = 3,
+                 compile: bool = False) -> dict:
     """One denoising step (with self-conditioning) at a given batch, canvas length and cached context:
-    decoder forward and sampling timed separately (no full generation: used by the scaling sweeps)."""
+    decoder forward and sampling timed separately (no full generation: used by the scaling sweeps). `compile`:
+    the compiled static-shape decoder (`Engine(compile=True)`), compiled by the untimed first call."""
     from .sampling import step_stats, EntropyBoundSampler
     dev, V = model.device, model.config.vocab_size
     cache = model.new_cache(batch, context + canvas)
@@ -466,7 +478,12 @@ def measure_step(model, batch: int, canvas: int, context: int, seed: int = 0, re
         logits = model.denoise(cur, cache)
         st = step_stats(logits, g, model.embed_tokens.weight, model.embed_scale())
         soft = st.soft
-        fwd, logits = timed(lambda: model.denoise(cur, cache, self_conditioning_embeds=soft), dev, reps=reps)
+        if compile:
+            start = torch.tensor(cache.length, device=dev)
+            forward = lambda: model.compiled_denoise()(cur, cache, start, soft)  # noqa: E731
+        else:
+            forward = lambda: model.denoise(cur, cache, self_conditioning_embeds=soft)  # noqa: E731
+        fwd, logits = timed(forward, dev, reps=reps)
         sampler = EntropyBoundSampler()
 
         def sample():
@@ -505,6 +522,7 @@ def run_bench(args) -> dict:
         "command": command_line(args),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_description(device), "device": device.type, "model": args.model, "dtype": args.dtype,
+        "compile": args.compile,
         "batch": args.batch, "prompt_length": args.prompt_length, "new_tokens": args.new_tokens,
         "steps": args.steps, "seed": args.seed, "reps": args.reps,
         "note": "random weights never stop early: every canvas runs the fixed number of steps given",
@@ -526,7 +544,8 @@ def run_bench(args) -> dict:
 
     log("bench: dgemma prefill and generation ...")
     result["prefill_s"] = measure_prefill(ours, prompt, reps=args.reps)
-    d = measure_dgemma(ours, prompt, new_tokens=args.new_tokens, steps=args.steps, seed=args.seed, reps=args.reps)
+    d = measure_dgemma(ours, prompt, new_tokens=args.new_tokens, steps=args.steps, seed=args.seed, reps=args.reps,
+                       compile=args.compile)
     result["dgemma"] = _strip(d)
 
     if want_ref:
@@ -539,7 +558,8 @@ def run_bench(args) -> dict:
         log("bench: paired end-to-end runs, dgemma and reference alternating ...")
         ours_t, ref_t = paired_times(
             lambda: ours.generate(prompt, seed=args.seed, max_new_tokens=args.new_tokens,
-                                  max_denoising_steps=args.steps, eos_token_id=STOP_IDS, pad_token_id=0),
+                                  max_denoising_steps=args.steps, eos_token_id=STOP_IDS, pad_token_id=0,
+                                  compile=args.compile),
             lambda: _reference_generate(ref, prompt, args.new_tokens, args.steps, args.seed),
             device, reps=max(3, args.reps))
         result["paired"] = {"dgemma_total_s": ours_t, "reference_total_s": ref_t, "runs": max(3, args.reps)}
@@ -786,7 +806,9 @@ def result_markdown(r: dict, plots: list[Path], root: Path) -> str:
            f"- command: `{r['command']}`", f"- machine: {r['machine']}", f"- date: {r['date']}",
            f"- model `{r['model']}` ({r['dtype']}), batch {r['batch']}, prompt {r['prompt_length']} tokens, "
            f"{r['new_tokens']} new tokens, {r['steps']} denoising steps per canvas, seed {r['seed']}, "
-           f"median of {r['reps']} runs after a warm-up", f"- {r['note']}",
+           f"median of {r['reps']} runs after a warm-up"
+           + (", dgemma's decoder compiled (torch.compile, compiled in the warm-up)" if r.get("compile") else ""),
+           f"- {r['note']}",
            "- end to end and the reference: medians of runs alternating dgemma / reference; the step breakdown: "
            "instrumented runs (decoder forward and sampling timed call by call, bookkeeping = the rest of the "
            "step), the run with the fastest median step kept", ""]
@@ -974,6 +996,9 @@ def register(sub) -> None:
     p.add_argument("--reference-compile", action="store_true",
                    help="also run the reference with its static cache and torch.compile (about a minute of "
                    "compilation on a 2-core CPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="run dgemma's decoder compiled (torch.compile; CUDA graphs on GPU) in the end-to-end and "
+                   "step measurements; the scaling sweeps stay eager")
     p.add_argument("--no-exact-check", dest="exact_check", action="store_false",
                    help="skip the float64 token-identity run")
     p.add_argument("--exact-canvases", type=int, default=1, help="canvases generated by the float64 identity run")
@@ -1008,6 +1033,8 @@ def command_line(args) -> str:
         parts += ["--threads", args.threads]
     if args.reference_compile:
         parts.append("--reference-compile")
+    if args.compile:
+        parts.append("--compile")
     if not args.exact_check:
         parts.append("--no-exact-check")
     if args.scaling:

@@ -151,10 +151,10 @@ def test_cuda_script_runs_its_code_path_on_cpu_at_a_tiny_shape(capsys):
     spec = importlib.util.spec_from_file_location("cuda_26b", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    rc = script.main(["--model", "tiny", "--device", "cpu", "--dtype", "fp32", "--prompt", "48", "--batches", "1,2",
+    rc = script.main(["--model", "tiny", "--device", "cpu", "--dtype", "fp32", "--prompt", "48", "--batches", "1",
                       "--steps", "3", "--ar-tokens", "4", "--reps", "1", "--no-reference", "--no-save"])
     result = json.loads(capsys.readouterr().out)
-    assert rc == 0 and result["errors"] == []
-    assert [r["batch"] for r in result["rows"]] == [1, 2]
+    assert rc == 0 and result["errors"] == [] and "decoder compiled" in result["note"]
+    assert [r["batch"] for r in result["rows"]] == [1]
     for row in result["rows"]:
         assert row["step_s"] > 0 and row["floor_s"] > 0 and row["ar_token_s"] > 0 and row["prefill_s"] > 0

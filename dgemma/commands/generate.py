@@ -187,7 +187,7 @@ def run_generate(args) -> int:
     view = make_view(args, tok)
     if view:
         print(f"\x1b[1m{args.prompt}\x1b[0m", end="", flush=True)
-    out, new_ids, seconds = run_generation(Engine(model), ids, cfg, args.seed, tok, view)
+    out, new_ids, seconds = run_generation(Engine(model, compile=args.compile), ids, cfg, args.seed, tok, view)
     text = tok.decode(new_ids)
     report(args, out, text if view or args.json or args.quiet else args.prompt + text, new_ids, seconds, len(ids),
            view)
@@ -279,6 +279,9 @@ def register(sub) -> None:
                        description="Generate a continuation of PROMPT. In a terminal the canvas is shown denoising "
                        "live; --quiet prints only the text, --json a machine-readable record.")
     p.add_argument("prompt", help="text to continue")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the decoder (torch.compile; CUDA graphs on GPU): pays off on long or repeated "
+                   "generations, the first canvas pays for compilation")
     add_model_args(p)
     add_sampling_args(p)
     add_output_args(p)
