@@ -66,19 +66,24 @@ def test_not_a_sudoku_model_is_rejected(tmp_path):
     assert run.returncode == 2 and "is not a sudoku model" in run.stderr
 
 
-def test_eval_reports_a_row_per_kind(model_dir, tmp_path):
-    run = dgemma("--eval", "2", "--kinds", "singles", "--steps", "2", "--batch", "2", "--json",
-                 "--model", str(model_dir))
-    assert run.returncode == 0, run.stderr
-    row = json.loads(run.stdout)
-    assert (row["method"], row["kind"], row["puzzles"], row["clamp"]) == ("diffusion", "singles", 2, True)
-    assert 0.0 <= row["solved"] <= 1.0 and row["tokens_per_forward"] > 0 and row["seconds_per_puzzle"] > 0
+def test_eval_compares_methods_on_the_same_puzzles_and_saves_one_table(model_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # results go to ./bench/results
+    from dgemma.cli import main
+    rc = main(["sudoku", "--eval", "2", "--kinds", "singles", "--steps", "2", "--batch", "2", "--json",
+               "--model", str(model_dir), "--ar-model", str(model_dir), "--save", "sudoku-test"])
+    assert rc == 0
+    table = json.loads((tmp_path / "bench" / "results" / "sudoku-test.json").read_text())
+    labels = [row[0] for row in table["rows"]]
+    assert labels == ["block diffusion", "AR decoding of its encoder", "AR-trained baseline"]
+    assert [row[3] for row in table["rows"]] == ["yes", "no", "no"]  # givens are clamped for diffusion only
+    assert all(row[1] == "singles" and row[2] == 2 for row in table["rows"])
 
 
 @pytest.mark.parametrize("args, message", [
     (["--save", "x", HARD], "use it with --eval N"),
     (["--eval", "0"], "positive number of puzzles"),
     (["--eval", "2", HARD], "not both"),
+    (["--ar-model", ".", HARD], "baseline for --eval"),
 ])
 def test_flag_misuse_fails_with_one_line(model_dir, args, message):
     run = dgemma(*args, "--model", str(model_dir))

@@ -62,7 +62,7 @@ def run_solve(args) -> int:
             grid = S.decode_solution(event.draft[0].tolist())
             print(f"step {event.step} ({int(event.accepted[0].sum())} cells accepted)\n{S.format_grid(grid)}\n",
                   flush=True)
-    answers, tpf = solve_batch(model, [puzzle], args.method, not args.no_clamp, args.steps, args.seed or 0, show)
+    answers, tpf = solve_batch(model, [puzzle], args.method or "diffusion", not args.no_clamp, args.steps, args.seed or 0, show)
     answer = answers[0]
     valid = S.is_valid_solution(answer, puzzle)
     if args.json:
@@ -74,9 +74,15 @@ def run_solve(args) -> int:
     return 0 if valid or not args.verify else 1
 
 
-def evaluate(model: DiffusionGemma, method: str, n: int, kind: str, clamp: bool, steps: int, batch: int) -> dict:
+def eval_puzzles(n: int, kind: str) -> list:
+    """The held-out puzzles of a difficulty bucket: seeds the training data never uses, the same for every method."""
+    return S.generate_dataset(n, seed=EVAL_SEED + (kind == "search"), kind=kind)
+
+
+def evaluate(model: DiffusionGemma, method: str, puzzles: list, kind: str, clamp: bool, steps: int,
+             batch: int) -> dict:
     from tqdm import tqdm
-    puzzles = S.generate_dataset(n, seed=EVAL_SEED + (kind == "search"), kind=kind)
+    n = len(puzzles)
     solved, tpf, start = 0, [], time.perf_counter()
     for i in tqdm(range(0, n, batch), desc=f"{method} {kind}", unit="batch", disable=not sys.stderr.isatty()):
         chunk = puzzles[i:i + batch]
@@ -88,32 +94,47 @@ def evaluate(model: DiffusionGemma, method: str, n: int, kind: str, clamp: bool,
             "solved": solved / n, "tokens_per_forward": sum(tpf) / len(tpf), "seconds_per_puzzle": seconds / n}
 
 
+LABELS = {"diffusion": "block diffusion", "ar": "AR decoding of its encoder", "ar-trained": "AR-trained baseline"}
+
+
 def run_eval(args) -> int:
     model = load_model(args.model)
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = [evaluate(model, args.method, args.eval, kind, not args.no_clamp, args.steps, args.batch)
-            for kind in args.kinds]
-    for row in rows:
-        print(json.dumps(row) if args.json else
-              f"{row['method']:9s} {row['kind']:8s} solved {100 * row['solved']:5.1f}%  "
-              f"tokens/forward {row['tokens_per_forward']:5.2f}  {1000 * row['seconds_per_puzzle']:.1f} ms/puzzle")
+    runs = [(model, m, m) for m in ([args.method] if args.method else METHODS)]
+    if args.ar_model:
+        runs.append((load_model(args.ar_model), "ar", "ar-trained"))
+    rows = []
+    puzzles = {kind: eval_puzzles(args.eval, kind) for kind in args.kinds}
+    for m, method, label in runs:
+        for kind in args.kinds:
+            row = evaluate(m, method, puzzles[kind], kind, not args.no_clamp, args.steps, args.batch)
+            row["label"] = LABELS[label]
+            rows.append(row)
+            print(json.dumps(row) if args.json else
+                  f"{row['label']:27s} {row['kind']:8s} solved {100 * row['solved']:5.1f}%  "
+                  f"tokens/forward {row['tokens_per_forward']:5.2f}  {1000 * row['seconds_per_puzzle']:.1f} ms/puzzle",
+                  flush=True)
     if args.save:
         from ..bench import save_table
-        save_table(args.save, f"Sudoku: {args.method} ({args.model or 'bundled model'})",
+        save_table(args.save, f"Sudoku: block diffusion against autoregression ({args.model or 'bundled model'})",
                    "dgemma " + " ".join(sys.argv[1:]),
                    ["method", "difficulty", "puzzles", "givens clamped", "solved", "tokens per forward",
                     "ms per puzzle"],
-                   [[r["method"], r["kind"], r["puzzles"], "yes" if r["clamp"] else "no", f"{100 * r['solved']:.1f}%",
+                   [[r["label"], r["kind"], r["puzzles"], "yes" if r["clamp"] else "no", f"{100 * r['solved']:.1f}%",
                      f"{r['tokens_per_forward']:.2f}", f"{1000 * r['seconds_per_puzzle']:.1f}"] for r in rows],
                    text="Fresh puzzles with a unique solution per difficulty bucket (singles: naked/hidden singles "
-                        "solve it; search: they do not).")
+                        "solve it; search: they do not), the same puzzles for every method. The AR-trained "
+                        "baseline has the same architecture and size, trained for the same time on the same data "
+                        "with the next-token loss only (scripts/train_sudoku.sh --decoder-loss-weight 0).")
     return 0
 
 
 def run(args) -> int:
-    if args.method not in METHODS:
+    if args.method not in METHODS + (None,):
         raise ValueError(f"unknown --method {args.method!r}")
+    if args.ar_model and args.eval is None:
+        raise ValueError("--ar-model is a baseline for --eval N")
     if args.eval is not None:
         if args.puzzle:
             raise ValueError("give either a PUZZLE or --eval N, not both")
@@ -133,8 +154,11 @@ def register(sub) -> None:
                        "checkpoint, or with --eval N measure the solve rate on N fresh puzzles per difficulty.")
     p.add_argument("puzzle", nargs="?", help="81 characters, row by row; 0 or . for blanks")
     p.add_argument("--model", default=None, metavar="DIR", help="sudoku checkpoint (default: the bundled one)")
-    p.add_argument("--method", default="diffusion", choices=METHODS,
-                   help="diffusion (block diffusion) or ar (left-to-right decoding of the encoder) (default diffusion)")
+    p.add_argument("--method", default=None, choices=METHODS,
+                   help="diffusion (block diffusion) or ar (left-to-right decoding of the encoder); default: "
+                   "diffusion, and with --eval both")
+    p.add_argument("--ar-model", metavar="DIR", default=None,
+                   help="with --eval: also evaluate this autoregressively trained checkpoint, decoded left to right")
     p.add_argument("--steps", type=int, default=48, help="maximum denoising steps (default 48)")
     p.add_argument("--no-clamp", action="store_true", help="do not fix the givens on the canvas")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
