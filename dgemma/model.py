@@ -179,7 +179,9 @@ class Experts(nn.Module):
         flat = index.reshape(-1)
         order = flat.argsort(stable=True)
         xs = x[order // K]  # (T*K, H), grouped by expert
-        counts = torch.bincount(flat, minlength=self.gate_up_proj.shape[0])
+        # tokens per expert; not bincount, whose output size depends on the data (a host sync on GPU)
+        counts = torch.zeros(self.gate_up_proj.shape[0], dtype=flat.dtype, device=flat.device).index_add_(
+            0, flat, torch.ones_like(flat))
         grouped = self.aligned and x.dtype in (torch.float32, torch.bfloat16, torch.float16) and not (
             self.cpu_loop and x.device.type == "cpu")
         mlp = expert_mlp_op if torch.compiler.is_compiling() else _expert_mlp  # (the op has no backward)
