@@ -298,18 +298,22 @@ def test_string_round_trip_and_format():
 
 
 def test_special_ids_and_vocab():
-    assert (S.PAD, S.EOS, S.BOS, S.BLANK, S.VOCAB_SIZE) == (0, 1, 2, 12, 16)
+    assert (S.PAD, S.EOS, S.BOS, S.CELL_OFFSET, S.VOCAB_SIZE) == (0, 1, 2, 16, 832)
+    # Every prompt-cell token lies above the canvas digits and inside the vocabulary.
+    assert S.encode_prompt([9] * 81)[-1] == 16 + 800 + 9 < S.VOCAB_SIZE
 
 
 def test_encode_decode_round_trip(mixed):
     for p in mixed[:5]:
         prompt = S.encode_prompt(p.puzzle)
         assert len(prompt) == 82 and prompt[0] == S.BOS
-        assert all(t == (d + 2 if d else S.BLANK) for t, d in zip(prompt[1:], p.puzzle))
+        assert all(t == 16 + 10 * i + d for i, (t, d) in enumerate(zip(prompt[1:], p.puzzle)))
+        assert len(set(prompt[1:])) == 81  # the same digit in two cells is two tokens
         target = S.encode_solution(p.solution)
         assert sorted(set(target)) == list(range(3, 12))
         assert S.decode_solution(target) == p.solution
-        assert S.decode_solution(prompt[1:]) == p.puzzle  # BLANK decodes to 0
+        assert S.decode_prompt(prompt[1:]) == p.puzzle
+        assert S.decode_solution(prompt[1:]) == [0] * 81  # prompt cells are never canvas digits
         assert max(prompt + target) < S.VOCAB_SIZE
         # Model output arrives as arrays, not lists.
         assert S.decode_solution(np.array(target)) == p.solution
@@ -317,7 +321,7 @@ def test_encode_decode_round_trip(mixed):
 
 
 def test_decode_maps_non_digit_tokens_to_zero():
-    assert S.decode_solution([0, 1, 2, 3, 11, 12, 13, 15]) == [0, 0, 0, 1, 9, 0, 0, 0]
+    assert S.decode_solution([0, 1, 2, 3, 11, 12, 13, 15, 16, 831]) == [0, 0, 0, 1, 9, 0, 0, 0, 0, 0]
 
 
 def test_encode_solution_rejects_blanks():

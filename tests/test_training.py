@@ -1,4 +1,5 @@
 import json
+import random
 
 import pytest
 import torch
@@ -9,7 +10,15 @@ from dgemma.training import data as D
 from dgemma.training.cli import parse
 from dgemma.training.objective import corrupt, diffusion_loss, head
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tests compare runs to float rounding; one thread fixes the reduction order. Restored afterwards,
+    so the rest of the session keeps torch's thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +114,15 @@ def test_bad_jsonl_names_file_and_line(tmp_path):
         D.read_jsonl(tmp_path / "missing.jsonl", tok)
 
 
+def test_sudoku_data_names_the_model_shape_it_needs():
+    with pytest.raises(D.DataError, match="vocab_size >= 832"):
+        D.SudokuData(2, 0, 81, 16)
+    with pytest.raises(D.DataError, match="canvas_length 81"):
+        D.SudokuData(2, 0, 32, 832)
+    ids, P, valid = D.SudokuData(2, 0, 81, 832).batch(3, random.Random(0))
+    assert ids.shape == (3, 82 + 81) and P == 82 and valid is None and int(ids.max()) < 832
+
+
 def test_cli_rejects_bad_flags(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse(["--data", "x", "--supervise", "some"])
@@ -124,7 +142,7 @@ def test_cli_rejects_bad_flags(tmp_path, capsys):
 def test_trainer_runs_and_checkpoint_loads_in_transformers(tmp_path):
     from dgemma.training.trainer import train
     out = tmp_path / "run"
-    mc = json.dumps({"vocab_size": 16, "canvas_length": 81, "sliding_window": 256})
+    mc = json.dumps({"vocab_size": 832, "canvas_length": 81, "sliding_window": 256})
     args = parse(["--data", "sudoku:40", "--init", "tiny", "--model-config", mc, "--steps", "3", "--batch-size", "4",
                   "--out", str(out), "--eval-every", "3", "--eval-batches", "1", "--eval-examples", "8",
                   "--threads", "1", "--export", str(tmp_path / "export")])
@@ -136,7 +154,7 @@ def test_trainer_runs_and_checkpoint_loads_in_transformers(tmp_path):
     _, info = DiffusionGemmaForBlockDiffusion.from_pretrained(out / "checkpoint", output_loading_info=True)
     assert [k for k in info["missing_keys"] if "vision" not in k] == [] and not info["unexpected_keys"]
     m = DiffusionGemma.from_pretrained(tmp_path / "export")
-    assert m.config.vocab_size == 16
+    assert m.config.vocab_size == 832
 
 
 def test_lora_saves_loads_and_changes_logits_only_when_attached(tmp_path):
@@ -171,7 +189,7 @@ def test_lora_saves_loads_and_changes_logits_only_when_attached(tmp_path):
 
 def test_trainer_lora_and_ar_modes(tmp_path):
     from dgemma.training.trainer import train
-    mc = json.dumps({"vocab_size": 16, "canvas_length": 81, "sliding_window": 256})
+    mc = json.dumps({"vocab_size": 832, "canvas_length": 81, "sliding_window": 256})
     common = ["--data", "sudoku:20", "--init", "tiny", "--model-config", mc, "--steps", "2", "--batch-size", "2",
               "--eval-every", "2", "--eval-batches", "1", "--eval-examples", "4", "--threads", "1"]
     row = train(parse(common + ["--out", str(tmp_path / "l"), "--lora-rank", "2"]))
@@ -183,7 +201,7 @@ def test_trainer_lora_and_ar_modes(tmp_path):
 @pytest.mark.parametrize("extra", [[], ["--lora-rank", "2"]], ids=["full", "lora"])
 def test_resume_equals_uninterrupted(tmp_path, extra):
     from dgemma.training.trainer import train
-    mc = json.dumps({"vocab_size": 16, "canvas_length": 81, "sliding_window": 256})
+    mc = json.dumps({"vocab_size": 832, "canvas_length": 81, "sliding_window": 256})
     common = ["--data", "sudoku:20", "--init", "tiny", "--model-config", mc, "--steps", "4", "--batch-size", "2",
               "--eval-every", "100", "--eval-batches", "1", "--eval-examples", "4", "--threads", "1", "--warmup", "2",
               *extra]
@@ -211,7 +229,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, mode):
     import sys
     from safetensors.torch import load_file
     from dgemma.training.trainer import train
-    mc = json.dumps({"vocab_size": 16, "canvas_length": 81, "sliding_window": 256})
+    mc = json.dumps({"vocab_size": 832, "canvas_length": 81, "sliding_window": 256})
     common = ["--data", "sudoku:20", "--init", "tiny", "--model-config", mc, "--steps", "3", "--eval-every", "3",
               "--eval-batches", "1", "--eval-examples", "4", "--threads", "1", "--warmup", "2"]
     train(parse(common + ["--batch-size", "4", "--out", str(tmp_path / "one")]))

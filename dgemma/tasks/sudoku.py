@@ -5,15 +5,23 @@ A grid is a row-major list of 81 ints, 0 for a blank and 1-9 for a digit.
 Rows, columns and boxes are numbered 1-9 in messages; boxes run left to
 right, top to bottom.
 
-Token ids, a private vocabulary of ``VOCAB_SIZE = 16`` (not Gemma's):
+Token ids, a private vocabulary of ``VOCAB_SIZE = 832`` (not Gemma's):
 
 * 0 PAD (also the placeholder for unclamped canvas cells), 1 EOS, 2 BOS
-* 3-11 the digits 1-9: digit ``d`` is token ``d + 2``
-* 12 BLANK, an empty cell in the prompt
-* 13-15 unused, reserved so the embedding table has a round size
+* 3-11 the digits 1-9 on the canvas: digit ``d`` is token ``d + 2``
+* 12-15 unused
+* 16-825 prompt cells, tagged with their position: cell ``i`` (0-80) holding
+  ``d`` (0 for a blank) is token ``16 + 10 * i + d``
+* 826-831 unused, so the embedding table has a round size
 
 The prompt is ``[BOS]`` followed by the 81 cells; the target is the 81 solution
-digits. There is no row separator: the position alone fixes the cell.
+digits. Why tag the prompt cells: the architecture has no absolute position
+embedding, and a cell's row, column and box are functions of its absolute
+position, so an untagged grid makes the model first learn to count. Tagged, a
+canvas cell finds its own prompt cell at the fixed offset 81 (easy for RoPE) and
+with it where it sits in the grid. A side effect: the uniform noise of block
+diffusion now lands mostly on prompt-cell tokens, which are never a valid
+canvas token, so noised cells are easy to tell apart from real digits.
 """
 
 from __future__ import annotations
@@ -24,8 +32,8 @@ from typing import Callable, Iterable
 
 PAD, EOS, BOS = 0, 1, 2
 DIGIT_OFFSET = 2
-BLANK = 12
-VOCAB_SIZE = 16
+CELL_OFFSET = 16  # prompt cell i holding d (0: blank) is CELL_OFFSET + 10 * i + d
+VOCAB_SIZE = 832
 
 KINDS = ("singles", "search")
 MIN_GIVENS = 17  # no sudoku with fewer givens has a unique solution
@@ -424,8 +432,13 @@ def generate_dataset(n: int, seed: int, kind: str | None = None,
 
 
 def encode_prompt(puzzle: Iterable[int]) -> list[int]:
-    """[BOS] + one token per cell, BLANK for empty cells."""
-    return [BOS] + [d + DIGIT_OFFSET if d else BLANK for d in _as_cells(puzzle)]
+    """[BOS] + one position-tagged token per cell (see the module docstring)."""
+    return [BOS] + [CELL_OFFSET + 10 * i + d for i, d in enumerate(_as_cells(puzzle))]
+
+
+def decode_prompt(ids: Iterable[int]) -> list[int]:
+    """The puzzle back from encode_prompt's cells (without the BOS)."""
+    return [(int(t) - CELL_OFFSET) % 10 for t in ids]
 
 
 def encode_solution(solution: Iterable[int]) -> list[int]:
@@ -437,7 +450,7 @@ def encode_solution(solution: Iterable[int]) -> list[int]:
 
 
 def decode_solution(ids: Iterable[int]) -> list[int]:
-    """Digits from tokens; any non-digit token (PAD, BLANK, ...) becomes 0 so the
+    """Digits from canvas tokens; any non-digit token (PAD, a prompt cell, ...) becomes 0 so the
     result still scores as invalid rather than raising."""
     return [t - DIGIT_OFFSET if DIGIT_OFFSET < t <= 9 + DIGIT_OFFSET else 0 for t in map(int, ids)]
 

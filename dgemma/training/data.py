@@ -36,10 +36,13 @@ def _sudoku_augment(puzzle, solution, rng: random.Random):
 class SudokuData:
     """A pool of generated puzzles, augmented by grid symmetries on the fly (effectively unlimited data)."""
 
-    def __init__(self, n: int, seed: int, canvas_length: int):
+    def __init__(self, n: int, seed: int, canvas_length: int, vocab_size: int):
         from dgemma.tasks import sudoku
         if canvas_length != 81:
             raise DataError(f"sudoku needs canvas_length 81, the model has {canvas_length}")
+        if vocab_size < sudoku.VOCAB_SIZE:
+            raise DataError(f"sudoku needs vocab_size >= {sudoku.VOCAB_SIZE} (position-tagged cells), the model has "
+                            f"{vocab_size}")
         self.s = sudoku
         self.pool = [(p.puzzle, p.solution) for p in sudoku.generate_dataset(n, seed)]
 

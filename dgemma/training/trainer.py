@@ -39,8 +39,8 @@ def make_data(args, config, tokenizer):
     L = config.canvas_length
     if args.data.startswith("sudoku"):
         n = int(args.data.split(":")[1]) if ":" in args.data else 5000
-        train = D.SudokuData(n, args.seed, L)
-        ev = D.SudokuData(args.eval_examples, args.seed + 10_000, L)
+        train = D.SudokuData(n, args.seed, L, config.vocab_size)
+        ev = D.SudokuData(args.eval_examples, args.seed + 10_000, L, config.vocab_size)
         return train, ev
     if args.data == "stdlib":
         from ..tokenizer import stdlib_files
