@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 # subcommand -> module providing register(subparsers)
@@ -62,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dgemma: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`dgemma generate ... | head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+        return 141
     except (UserError, ValueError, FileNotFoundError, RuntimeError) as e:
         if args.verbose:
             raise

@@ -129,3 +129,14 @@ def test_bundled_model_generates_from_the_console_script():
                               "--seed", "0"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip()
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """`dgemma generate ... | head -1`: the reader leaves early; no traceback, the shell's SIGPIPE status."""
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-m", "dgemma.cli", "generate", "def f(x):", "--quiet", "--seed", "0",
+                             "--max-new-tokens", "64", "--steps", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # nobody reads: the first print hits a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
