@@ -199,7 +199,7 @@ class Engine:
             active = (~finished).tolist()
             history = torch.full((max(cfg.stability_threshold, 1), B, L), -1, dtype=torch.long, device=dev)
             steps = 0
-            start = torch.tensor(cache.length, device=dev)
+            start = None if self.denoise is None else torch.tensor(cache.length, device=dev)  # compiled: a tensor
             for step in range(cfg.max_denoising_steps, 0, -1):
                 passes += ~(finished | finished_seq)
                 steps += 1

@@ -185,7 +185,8 @@ class Experts(nn.Module):
         grouped = self.aligned and x.dtype in (torch.float32, torch.bfloat16, torch.float16) and not (
             self.cpu_loop and x.device.type == "cpu")
         mlp = expert_mlp_op if torch.compiler.is_compiling() else _expert_mlp  # (the op has no backward)
-        ys = (mlp(xs, self.gate_up_proj, self.down_proj, counts, grouped) * weights.reshape(-1)[order, None]).to(x.dtype)
+        ys = mlp(xs, self.gate_up_proj, self.down_proj, counts, grouped)
+        ys = (ys * weights.reshape(-1)[order, None]).to(x.dtype)
         out = torch.empty_like(ys)
         out[order] = ys
         return out.view(T, K, -1).sum(1)
@@ -472,8 +473,8 @@ class DiffusionGemma(nn.Module):
                                stability_threshold=stability_threshold, confidence_threshold=confidence_threshold,
                                eos_token_id=eos, pad_token_id=pad_token_id, skip_finished_rows=skip_finished_rows,
                                sampler=make_sampler(sampler, self.config.canvas_length, entropy_bound, tau))
-        events = Engine(self, compile=compile).stream(input_ids, cfg, seed=seed, attention_mask=attention_mask, canvas=canvas,
-                                     clamp=clamp)
+        events = Engine(self, compile=compile).stream(input_ids, cfg, seed=seed, attention_mask=attention_mask,
+                                                      canvas=canvas, clamp=clamp)
         if stream:
             return events
         for event in events:

@@ -62,7 +62,8 @@ def run_solve(args) -> int:
             grid = S.decode_solution(event.draft[0].tolist())
             print(f"step {event.step} ({int(event.accepted[0].sum())} cells accepted)\n{S.format_grid(grid)}\n",
                   flush=True)
-    answers, tpf = solve_batch(model, [puzzle], args.method or "diffusion", not args.no_clamp, args.steps, args.seed or 0, show)
+    answers, tpf = solve_batch(model, [puzzle], args.method or "diffusion", not args.no_clamp, args.steps,
+                               args.seed or 0, show)
     answer = answers[0]
     valid = S.is_valid_solution(answer, puzzle)
     if args.json:
