@@ -321,8 +321,7 @@ def measure_dgemma(model, prompt, *, new_tokens: int, steps: int, seed: int, rep
     `compile`), then `reps` instrumented runs that split each step into decoder forward, sampling and bookkeeping
     and record the time to first canvas (the run with the fastest median step is kept: the one least disturbed
     by other load)."""
-    from . import engine as engine_mod
-    from .engine import CanvasEvent, StepEvent
+    from .engine import CanvasEvent, Engine, StepEvent
     dev = model.device
     kw = dict(max_new_tokens=new_tokens, max_denoising_steps=steps, eos_token_id=STOP_IDS, pad_token_id=0,
               compile=compile)
@@ -347,13 +346,13 @@ def measure_dgemma(model, prompt, *, new_tokens: int, steps: int, seed: int, rep
             spent[what] += time.perf_counter() - t
             return r
         return inner
-    orig_stats = engine_mod.step_stats
+    orig_stats = Engine.sample_stats
     if compile:
         compiled = model.compiled_denoise()
         model._compiled_denoise = wrap(compiled, "forward")
     else:
         model.denoise = wrap(model.denoise, "forward")
-    engine_mod.step_stats = wrap(orig_stats, "sampling")
+    Engine.sample_stats = wrap(orig_stats, "sampling")
     best = None
     try:
         for _ in range(max(1, reps)):  # the instrumented run with the fastest median step is kept
@@ -379,7 +378,7 @@ def measure_dgemma(model, prompt, *, new_tokens: int, steps: int, seed: int, rep
             model._compiled_denoise = compiled
         else:
             del model.denoise
-        engine_mod.step_stats = orig_stats
+        Engine.sample_stats = orig_stats
     step, step_times, ttft, n_steps, spent = best
     fwd, smp = spent["forward"] / n_steps, spent["sampling"] / n_steps
     return {
@@ -452,13 +451,13 @@ def measure_ar(model, prompt, *, new_tokens: int, reps: int = 2) -> dict:
     dev = model.device
     B, P = prompt.shape
 
-    def run():
-        return model.generate_ar(prompt, max_new_tokens=new_tokens, eos_token_id=())
+    def run(n=new_tokens):
+        return model.generate_ar(prompt, max_new_tokens=n, eos_token_id=())
     with PeakMemory(dev) as mem:
         total, out = timed(run, dev, reps=reps)
-    prefill = measure_prefill(model, prompt, reps=max(1, reps))
     n = out.sequences.shape[1] - P
-    per_token = (total - prefill) / max(1, n - 1)
+    # per token: the same call making one token (prefill + head) against making n, so both pay the same overheads
+    per_token = (total - timed(lambda: run(1), dev, reps=reps)[0]) / max(1, n - 1) if n > 1 else total
     return {"total_s": total, "tokens": B * n, "tokens_per_s": B * n / total, "token_latency_s": per_token,
             "decode_tokens_per_s": B / per_token, "peak_extra_bytes": mem.extra}
 
@@ -468,8 +467,10 @@ def measure_step(model, batch: int, canvas: int, context: int, seed: int = 0, re
     """One denoising step (with self-conditioning) at a given batch, canvas length and cached context:
     decoder forward and sampling timed separately (no full generation: used by the scaling sweeps). `compile`:
     the compiled static-shape decoder (`Engine(compile=True)`), compiled by the untimed first call."""
+    from .engine import Engine, GenerationConfig
     from .sampling import step_stats, EntropyBoundSampler
     dev, V = model.device, model.config.vocab_size
+    engine, cfg = Engine(model, compile=compile), GenerationConfig()
     cache = model.new_cache(batch, context + canvas)
     g = torch.Generator(device=dev).manual_seed(seed)
     with torch.no_grad():
@@ -480,15 +481,14 @@ def measure_step(model, batch: int, canvas: int, context: int, seed: int = 0, re
         soft = st.soft
         if compile:
             start = torch.tensor(cache.length, device=dev)
-            forward = lambda: model.compiled_denoise()(cur, cache, start, soft)  # noqa: E731
+            forward = lambda: engine.denoise(cur, cache, start, soft)  # noqa: E731
         else:
             forward = lambda: model.denoise(cur, cache, self_conditioning_embeds=soft)  # noqa: E731
         fwd, logits = timed(forward, dev, reps=reps)
         sampler = EntropyBoundSampler()
 
         def sample():
-            s = step_stats(logits, g, model.embed_tokens.weight, model.embed_scale())
-            return sampler.accept(s, 1, 1)
+            return sampler.accept(engine.sample_stats(logits, g, cfg), 1, 1)
         smp, _ = timed(sample, dev, reps=reps)
     return {"forward_s": fwd, "sampling_s": smp, "step_s": fwd + smp}
 

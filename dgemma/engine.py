@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .model import DiffusionGemma
-from .sampling import EntropyBoundSampler, Sampler, step_stats
+from .sampling import EntropyBoundSampler, Sampler, StepStats, compiled_chunk_stats, step_stats, whole_step_stats
 
 
 @dataclass
@@ -101,6 +101,16 @@ def temperature_at(cfg: GenerationConfig, step: int) -> torch.Tensor | float:
     return cfg.t_min + (cfg.t_max - cfg.t_min) * frac
 
 
+def seeded_generator(seed: int | None, device) -> torch.Generator:
+    """The generator every random draw of a generation comes from: seeded, or from OS entropy."""
+    g = torch.Generator(device=device)
+    if seed is None:
+        g.seed()
+    else:
+        g.manual_seed(seed)
+    return g
+
+
 def apply_stop_tokens(canvas: torch.Tensor, finished: torch.Tensor, stop_ids: torch.Tensor, pad: int) -> torch.Tensor:
     """Committed tokens of a canvas: rows finished earlier become all pad; after a row's first stop token every
     token is pad. Marks rows that produced a stop token in `finished` (in place)."""
@@ -117,18 +127,23 @@ class Engine:
 
     def __init__(self, model: DiffusionGemma, compile: bool = False):
         """`compile`: run the decoder through `torch.compile` of `model.denoise_static` (one graph for every
-        canvas; CUDA graphs on GPU). Every row then stays in the decoder batch until the canvas ends, as in the
-        reference, so the shapes never change; the first steps pay for compilation."""
+        canvas; CUDA graphs on GPU), and on CPU the sampling statistics too when a step's random draws fit in one
+        chunk. Every row then stays in the decoder batch until the canvas ends, as in the reference, so the
+        shapes never change; the first steps pay for compilation."""
         self.model = model
         self.denoise = model.compiled_denoise() if compile else None
+        self.stats_fn = compiled_chunk_stats() if compile else None
 
-    def make_generator(self, seed: int | None) -> torch.Generator:
-        g = torch.Generator(device=self.model.device)
-        if seed is None:
-            g.seed()
-        else:
-            g.manual_seed(seed)
-        return g
+    def sample_stats(self, logits: torch.Tensor, gen: torch.Generator, cfg: GenerationConfig,
+                     active: list[bool] | None = None) -> StepStats:
+        """The step's samples and statistics from processed logits: compiled over the whole step where that
+        applies, else chunk by chunk (`active`: see `step_stats`)."""
+        emb_w, emb_scale = self.model.embed_tokens.weight, self.model.embed_scale()
+        if self.stats_fn is not None and cfg.top_k is None and cfg.top_p is None and active is None:
+            stats = whole_step_stats(logits, gen, emb_w, emb_scale, self.stats_fn)
+            if stats is not None:
+                return stats
+        return step_stats(logits, gen, emb_w, emb_scale, active, cfg.top_k, cfg.top_p)
 
     def check_inputs(self, input_ids, attention_mask, cfg: GenerationConfig):
         model = self.model
@@ -176,13 +191,12 @@ class Engine:
             for t in cache.keys + cache.values + [cache.valid]:
                 torch._dynamo.mark_static_address(t)
         dev = model.device
-        gen = self.make_generator(seed)
+        gen = seeded_generator(seed, self.model.device)
         eos = torch.tensor(cfg.eos_token_id, dtype=torch.long, device=dev)
         if canvas is not None:
             canvas = torch.as_tensor(canvas, device=dev, dtype=torch.long).expand(B, L).clone()
             clamp = (torch.zeros(B, L, dtype=torch.bool, device=dev) if clamp is None
                      else torch.as_tensor(clamp, device=dev, dtype=torch.bool).expand(B, L))
-        emb_w, emb_scale = model.embed_tokens.weight, model.embed_scale()
         sequences = [input_ids]
         finished_seq = torch.zeros(B, dtype=torch.bool, device=dev)
         passes = torch.zeros(B, dtype=torch.long, device=dev)
@@ -215,8 +229,7 @@ class Engine:
                         logits = model.denoise(current[rows], sub_cache,
                                                self_conditioning_embeds=None if soft is None else soft[rows])
                 logits.div_(temperature_at(cfg, step))
-                stats = step_stats(logits, gen, emb_w, emb_scale, None if rows is None else active, cfg.top_k,
-                                   cfg.top_p)
+                stats = self.sample_stats(logits, gen, cfg, None if rows is None else active)
                 del logits
                 if rows is not None:
                     stats = stats.scatter_rows(rows, B)
@@ -340,7 +353,7 @@ class Engine:
         model = self.model
         B, P = input_ids.shape
         cache = model.new_cache(B, P + max_new_tokens)
-        gen = self.make_generator(seed)
+        gen = seeded_generator(seed, self.model.device)
         eos = torch.tensor(eos_token_id, dtype=torch.long, device=model.device)
         out = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=model.device)
         done = torch.zeros(B, dtype=torch.bool, device=model.device)

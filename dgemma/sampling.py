@@ -18,14 +18,18 @@ CHUNK_BYTES = 64 * 2**20
 _FAST_MULTINOMIAL: bool | None = None  # CPU: does `sample_one` reproduce torch.multinomial here? checked once
 
 
-def _exponential_argmax(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _exponential_argmax(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """torch.multinomial(probs, 1) on CPU, the same draws computed faster. The CPU kernel samples one token per
     row as argmax(p / q) with q ~ Exp(1) drawn serially as -log1p(-u) from the generator's float64 uniforms
-    u, followed by a cast to p's dtype; drawing u with torch.rand in one call and transforming it with
-    vectorised ops consumes the same random stream and gives the same q, without the serial log per element."""
-    q = torch.rand(probs.shape, dtype=torch.float64, generator=generator, device=probs.device)
-    q = q.neg_().log1p_().neg_().to(probs.dtype)
-    return torch.div(probs, q, out=q).argmax(-1, keepdim=True)
+    u, followed by a cast to p's dtype; drawing u with torch.rand in one call (`draw_uniforms`) and
+    transforming it with vectorised ops consumes the same random stream and gives the same q, without the
+    serial log per element."""
+    q = torch.log1p(-u).neg().to(probs.dtype)
+    return (probs / q).argmax(-1, keepdim=True)
+
+
+def draw_uniforms(shape, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(shape, dtype=torch.float64, generator=generator, device=generator.device)
 
 
 def _fast_multinomial_ok() -> bool:
@@ -33,18 +37,36 @@ def _fast_multinomial_ok() -> bool:
     if _FAST_MULTINOMIAL is None:
         probs = torch.softmax(torch.randn(8, 1000, generator=torch.Generator().manual_seed(0)), -1)
         g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-        same = all(torch.equal(torch.multinomial(probs, 1, generator=g1), _exponential_argmax(probs, g2))
-                   for _ in range(3))
+        same = all(torch.equal(torch.multinomial(probs, 1, generator=g1),
+                               _exponential_argmax(probs, draw_uniforms(probs.shape, g2))) for _ in range(3))
         _FAST_MULTINOMIAL = same and torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
     return _FAST_MULTINOMIAL
 
 
-def sample_one(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One token per row of (n, V) float32 probabilities: exactly `torch.multinomial(probs, 1, generator)`
-    (same tokens, same random stream), faster on CPU. Other devices use torch.multinomial itself."""
-    if probs.device.type == "cpu" and probs.dtype == torch.float32 and probs.is_contiguous() and _fast_multinomial_ok():
-        return _exponential_argmax(probs, generator)
-    return torch.multinomial(probs, 1, generator=generator)
+def uniform_sampling(generator: torch.Generator) -> bool:
+    """Whether multinomial sampling can be computed from uniforms drawn in advance (`draw_uniforms`): CPU."""
+    return generator.device.type == "cpu" and _fast_multinomial_ok()
+
+
+def chunk_stats(chunk: torch.Tensor, u: torch.Tensor | None, generator: torch.Generator | None,
+                embed_weight: torch.Tensor | None, embed_scale: torch.Tensor | None):
+    """(n, V) processed logits -> a sample (n,), its log-probability (n,), the entropy (n,) and the soft
+    embeddings (n, H) or None. The sample is `torch.multinomial(softmax, 1, generator)`, computed from `u`,
+    the (n, V) uniforms that call would draw (`draw_uniforms`), when given. Pure tensor code: the compiled
+    engine runs it through torch.compile over a whole step."""
+    probs = torch.softmax(chunk, dim=-1, dtype=torch.float32)
+    pick = torch.multinomial(probs, 1, generator=generator) if u is None else _exponential_argmax(probs, u)
+    soft = None
+    if embed_weight is not None:
+        if chunk.dtype != embed_weight.dtype:
+            probs = torch.softmax(chunk.to(embed_weight.dtype), dim=-1, dtype=torch.float32)
+        soft = torch.matmul(probs.to(embed_weight.dtype), embed_weight) * embed_scale
+    del probs
+    normalised = chunk - chunk.logsumexp(dim=-1, keepdim=True)
+    logp = normalised.gather(1, pick)[:, 0]
+    # Categorical.entropy: -(clamp(logits, min) * softmax(logits)).sum()
+    entropy = -(normalised.clamp(min=torch.finfo(torch.float32).min) * torch.softmax(normalised, -1)).sum(-1)
+    return pick[:, 0], logp, entropy, soft
 
 
 @dataclass
@@ -100,7 +122,7 @@ def step_stats(processed: torch.Tensor, generator: torch.Generator, embed_weight
     logp = torch.empty(A, L, dtype=torch.float32, device=dev)
     soft = None if embed_weight is None else torch.empty(A, L, embed_weight.shape[1], dtype=embed_weight.dtype,
                                                          device=dev)
-    min_real = torch.finfo(torch.float32).min
+    presample = uniform_sampling(generator) and processed.is_contiguous()
     a = 0
     for active in batch_rows if batch_rows is not None else [True] * A:
         if not active:
@@ -110,20 +132,39 @@ def step_stats(processed: torch.Tensor, generator: torch.Generator, embed_weight
             chunk = processed[a, i:i + chunk_rows]
             if top_k is not None or top_p is not None:
                 filter_logits(chunk, top_k, top_p)  # in place, chunk by chunk: no full-size temporaries
-            probs = torch.softmax(chunk, dim=-1, dtype=torch.float32)
-            pick = sample_one(probs, generator)
-            sampled[a, i:i + chunk_rows] = pick[:, 0]
+            u = draw_uniforms(chunk.shape, generator) if presample else None
+            rows = slice(i, i + chunk_rows)
+            sampled[a, rows], logp[a, rows], entropy[a, rows], s = chunk_stats(chunk, u, generator, embed_weight,
+                                                                               embed_scale)
             if soft is not None:
-                if chunk.dtype != embed_weight.dtype:
-                    probs = torch.softmax(chunk.to(embed_weight.dtype), dim=-1, dtype=torch.float32)
-                soft[a, i:i + chunk_rows] = torch.matmul(probs.to(embed_weight.dtype), embed_weight) * embed_scale
-            del probs
-            normalised = chunk - chunk.logsumexp(dim=-1, keepdim=True)
-            logp[a, i:i + chunk_rows] = normalised.gather(1, pick)[:, 0]
-            # Categorical.entropy: -(clamp(logits, min) * softmax(logits)).sum()
-            entropy[a, i:i + chunk_rows] = -(normalised.clamp(min=min_real) * torch.softmax(normalised, -1)).sum(-1)
+                soft[a, rows] = s
         a += 1
     return StepStats(sampled, processed.argmax(-1), entropy, logp, soft)
+
+
+_COMPILED_CHUNK_STATS = None
+
+
+def compiled_chunk_stats():
+    """`chunk_stats` through torch.compile, made once (one graph per shape and dtype)."""
+    global _COMPILED_CHUNK_STATS
+    if _COMPILED_CHUNK_STATS is None:
+        _COMPILED_CHUNK_STATS = torch.compile(chunk_stats, fullgraph=True, dynamic=False,
+                                              options={"cpp_wrapper": True})
+    return _COMPILED_CHUNK_STATS
+
+
+def whole_step_stats(processed: torch.Tensor, generator: torch.Generator, embed_weight: torch.Tensor | None,
+                     embed_scale: torch.Tensor | None, stats_fn) -> StepStats | None:
+    """`step_stats` for every row at once through `stats_fn` (a compiled `chunk_stats`), when the step's
+    uniforms fit in one chunk (small vocabularies); None when they do not, or the device draws differently."""
+    A, L, V = processed.shape
+    if A * L * V * 8 > CHUNK_BYTES or not uniform_sampling(generator):
+        return None
+    u = draw_uniforms((A * L, V), generator)
+    sampled, logp, entropy, soft = stats_fn(processed.view(A * L, V), u, None, embed_weight, embed_scale)
+    return StepStats(sampled.view(A, L), processed.argmax(-1), entropy.view(A, L), logp.view(A, L),
+                     None if soft is None else soft.view(A, L, -1))
 
 
 class Sampler:

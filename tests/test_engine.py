@@ -254,11 +254,14 @@ def test_top_k_and_top_p_restrict_the_samples():
         assert set(stats.sampled.flatten().tolist()) == allowed
 
 
-def test_compiled_decoder_gives_the_same_tokens_with_one_graph_per_input_kind(checkpoint):
-    """Engine(compile=True): torch.compile of denoise_static (whole-cache attention behind a mask, the expert MLP
-    as one opaque op). Same tokens as the eager engine in float64, over left padding, early stops and three
-    canvases, and no recompilation as the cache grows: one graph without self-conditioning, one with."""
+def test_compiled_decoder_gives_the_same_tokens_with_one_graph_per_input_kind(checkpoint, monkeypatch):
+    """Engine(compile=True): torch.compile of denoise_static (whole-cache attention behind a mask; experts dense,
+    then routed through the opaque expert op). Same tokens as the eager engine in float64, over left padding,
+    early stops and three canvases, and no recompilation as the cache grows: one decoder graph without
+    self-conditioning and one with, for each expert path, and one for the sampling statistics."""
     from torch._dynamo.utils import counters
+
+    import dgemma.model
     model = DiffusionGemma.from_pretrained(checkpoint, dtype=torch.float64)
     prompt = torch.randint(3, 128, (2, 13), generator=torch.Generator().manual_seed(5))
     mask = torch.ones(2, 13, dtype=torch.long)
@@ -267,11 +270,30 @@ def test_compiled_decoder_gives_the_same_tokens_with_one_graph_per_input_kind(ch
                     entropy_bound=5.0, eos_token_id=[127], attention_mask=mask)
     torch._dynamo.reset()
     graphs = counters["stats"]["unique_graphs"]
-    for seed in (0, 1):
+    for seed, dense_flops in ((0, dgemma.model.DENSE_EXPERT_FLOPS), (1, 0.0)):
+        monkeypatch.setattr(dgemma.model, "DENSE_EXPERT_FLOPS", dense_flops)
         eager = model.generate(prompt, seed=seed, **settings)
         compiled = model.generate(prompt, seed=seed, compile=True, **settings)
         assert torch.equal(eager.sequences, compiled.sequences), f"seed {seed}"
         assert eager.steps_per_canvas == compiled.steps_per_canvas and len(eager.steps_per_canvas) == 3
         assert torch.equal(eager.decoder_passes, compiled.decoder_passes)
     assert (eager.decoder_passes < 30).all()  # rows stopped early and kept their state while the other ran on
-    assert counters["stats"]["unique_graphs"] - graphs == 2
+    assert counters["stats"]["unique_graphs"] - graphs == 5
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_dense_experts_match_the_routed_experts(dtype):
+    """The compiled graph's dense MoE (every expert on every token, zero weight where not routed) computes what
+    the routed path does."""
+    model = DiffusionGemma.from_pretrained("tiny", dtype=dtype, seed=3)
+    block = model.layers[0]
+    x = torch.randn(40, model.config.hidden_size, generator=torch.Generator().manual_seed(0)).to(dtype)
+    with torch.no_grad():
+        for p in block.experts.parameters():
+            p.mul_(20)  # outputs of order 1, so the tolerances mean something
+        weights, index = block.router(x)
+        routed = block.experts(x, index, weights)
+        dense = block.experts.dense(x, index, weights)
+    tol = dict(rtol=0, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(dense, routed, **tol)
+    assert routed.abs().max() > 0.5

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import SLIDING
-from ..engine import GenerationConfig, apply_stop_tokens, temperature_at
+from ..engine import GenerationConfig, apply_stop_tokens, seeded_generator, temperature_at
 from ..model import DiffusionGemma
 from ..sampling import step_stats
 
@@ -77,11 +77,7 @@ class Row:
         p = req.params
         self.req, self.slot = req, slot
         self.cfg = dataclasses.replace(p.gen, pad_token_id=model.config.pad_token_id)
-        self.gen = torch.Generator(device=model.device)
-        if p.seed is None:
-            self.gen.seed()
-        else:
-            self.gen.manual_seed(p.seed)
+        self.gen = seeded_generator(p.seed, model.device)
         self.stop = torch.tensor(self.cfg.eos_token_id, dtype=torch.long, device=model.device)
         L = model.config.canvas_length
         self.n_canvases = 1 if req.suffix is not None else math.ceil(self.cfg.max_new_tokens / L)
