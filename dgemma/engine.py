@@ -111,6 +111,31 @@ def seeded_generator(seed: int | None, device) -> torch.Generator:
     return g
 
 
+def advance(cfg: GenerationConfig, step: torch.Tensor, stats: StepStats, current: torch.Tensor, argmax: torch.Tensor,
+            soft: torch.Tensor | None, history: torch.Tensor, finished: torch.Tensor, passes: torch.Tensor,
+            done: torch.Tensor, noise: torch.Tensor, fixed: torch.Tensor | None):
+    """One denoising step's change of state, pure tensor code (the compiled engine compiles it): clamp the given
+    positions, let the sampler choose the samples to keep, renoise the rest, hold rows that are finished, then
+    update stability and stopping. `done`: rows whose sequence ended before this canvas. Returns accept, current,
+    argmax, soft, history, finished and passes (decoder passes per row, this one counted)."""
+    if fixed is not None:  # clamped positions are known: zero entropy, always kept, never resampled
+        stats = StepStats(torch.where(fixed, current, stats.sampled), torch.where(fixed, current, stats.argmax),
+                          stats.entropy.masked_fill(fixed, 0.0), stats.logp_sampled, stats.soft)
+    accept = cfg.sampler.accept(stats, step, cfg.max_denoising_steps)
+    hold = finished[:, None]
+    new_current = torch.where(hold, current, torch.where(accept, stats.sampled, noise))
+    new_argmax = torch.where(hold, argmax, stats.argmax)
+    new_soft = stats.soft if soft is None else torch.where(hold[..., None], soft, stats.soft)
+    if cfg.stability_threshold == 0:
+        stable = torch.ones_like(finished)
+    else:
+        stable = (history == new_argmax[None]).all(-1).all(0)
+        history = torch.cat([history[1:], new_argmax[None]])
+    passes = passes + ~(finished | done)
+    finished = finished | (stable & (stats.entropy.mean(-1) < cfg.confidence_threshold))
+    return accept, new_current, new_argmax, new_soft, history, finished, passes
+
+
 def apply_stop_tokens(canvas: torch.Tensor, finished: torch.Tensor, stop_ids: torch.Tensor, pad: int) -> torch.Tensor:
     """Committed tokens of a canvas: rows finished earlier become all pad; after a row's first stop token every
     token is pad. Marks rows that produced a stop token in `finished` (in place)."""
@@ -133,6 +158,8 @@ class Engine:
         self.model = model
         self.denoise = model.compiled_denoise() if compile else None
         self.stats_fn = compiled_chunk_stats() if compile else None
+        self.advance = torch.compile(advance, dynamic=False, options=None if model.device.type == "cuda" else {
+            "cpp_wrapper": True}) if compile else advance
 
     def sample_stats(self, logits: torch.Tensor, gen: torch.Generator, cfg: GenerationConfig,
                      active: list[bool] | None = None) -> StepStats:
@@ -215,7 +242,6 @@ class Engine:
             steps = 0
             start = None if self.denoise is None else torch.tensor(cache.length, device=dev)  # compiled: a tensor
             for step in range(cfg.max_denoising_steps, 0, -1):
-                passes += ~(finished | finished_seq)
                 steps += 1
                 if self.denoise is not None:  # compiled: every row, one shape
                     logits = self.denoise(current, cache, start, soft)
@@ -233,30 +259,11 @@ class Engine:
                 del logits
                 if rows is not None:
                     stats = stats.scatter_rows(rows, B)
-                if fixed is not None:  # clamped positions are known: zero entropy, always kept, never resampled
-                    stats.entropy.masked_fill_(fixed, 0.0)
-                    stats.sampled = torch.where(fixed, current, stats.sampled)
-                    stats.argmax = torch.where(fixed, current, stats.argmax)
-                accept = cfg.sampler.accept(stats, step, cfg.max_denoising_steps)
-                kept = torch.where(accept, stats.sampled, current)
                 noise = torch.randint(0, V, (B, L), device=dev, generator=gen)
-                new_current = torch.where(accept, kept, noise)
-                new_argmax, new_soft = stats.argmax, stats.soft
-                if not all(active):  # rows already done keep their state
-                    keep_row = finished[:, None]
-                    new_argmax = torch.where(keep_row, argmax, new_argmax)
-                    new_current = torch.where(keep_row, current, new_current)
-                    if soft is not None:  # (a row done before the first step has no soft input to keep)
-                        new_soft = torch.where(keep_row[..., None], soft, new_soft)
-                if cfg.stability_threshold == 0:
-                    stable = torch.ones(B, dtype=torch.bool, device=dev)
-                else:
-                    stable = (history == new_argmax[None]).all(-1).all(0)
-                    history = torch.roll(history, -1, 0)
-                    history[-1] = new_argmax
-                finished |= stable & (stats.entropy.mean(-1) < cfg.confidence_threshold)
-                current, argmax, soft = new_current, new_argmax, new_soft
-                yield StepEvent(c, step, argmax, accept, finished.clone())
+                accept, current, argmax, soft, history, finished, passes = self.advance(
+                    cfg, torch.tensor(step, device=dev), stats, current, argmax, soft, history, finished, passes,
+                    finished_seq, noise, fixed)
+                yield StepEvent(c, step, argmax, accept, finished)
                 active = (~finished).tolist()  # the one host sync per step: stop, or shrink the decoder batch
                 if not any(active):
                     break

@@ -441,25 +441,33 @@ class DiffusionGemma(nn.Module):
     def denoise_static(self, canvas_ids: torch.Tensor, cache: KVCache, start: torch.Tensor,
                        self_conditioning_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """`denoise` with one shape for every canvas, for torch.compile and CUDA graphs (gpt-fast style): the
-        canvas starts at slot `start` (a 0-d tensor, not a Python int a compiled graph would specialise on) and
-        attends over the whole preallocated cache through a mask, rather than over a slice that grows. The
-        caller checks the cache has room (`cache.reserve`); the masked-out slots add work but no change beyond
-        rounding."""
+        canvas starts at slot `start` (a 0-d tensor, not a Python int a compiled graph would specialise on).
+        Global layers attend over the whole preallocated cache through a mask, rather than over a slice that
+        grows; sliding layers gather their fixed-size window (the W-1 slots before the canvas, then the canvas),
+        so their cost does not grow with the context. The caller checks the cache has room (`cache.reserve`);
+        masked-out slots add work but no change beyond rounding."""
         B, L = canvas_ids.shape
-        slots = start + torch.arange(L, device=canvas_ids.device)  # (L,)
-        every = torch.arange(cache.max_length, device=canvas_ids.device)
+        dev, W = canvas_ids.device, self.config.sliding_window
+        slots = start + torch.arange(L, device=dev)  # (L,)
+        every = torch.arange(cache.max_length, device=dev)
         visible = cache.valid | ((every >= start) & (every < start + L))  # (B, T): committed tokens + canvas
+        window = None  # sliding layers: (W - 1 + L,) slots to gather, when that is fewer than the whole cache
         masks = {}
         for kind in self.kinds:
-            m = visible
-            if kind == SLIDING:  # the window is anchored at the canvas start, as in `denoise`
-                m = m & (every >= start - (self.config.sliding_window - 1))
+            m = visible & (every >= start - (W - 1)) if kind == SLIDING else visible  # window anchored at start
+            if kind == SLIDING and W - 1 + L < cache.max_length:
+                wanted = start - (W - 1) + torch.arange(W - 1 + L, device=dev)  # may start below slot 0
+                window = wanted.clamp(min=0)
+                m = visible[:, window] & (wanted >= 0)
             masks[kind] = m[:, None, None, :]
 
         def kv_fn(layer, k, v):
             cache.keys[layer].index_copy_(2, slots, k)
             cache.values[layer].index_copy_(2, slots, v)
-            return cache.keys[layer], cache.values[layer], masks[self.config.layer_types[layer]]
+            keys, values = cache.keys[layer], cache.values[layer]
+            if window is not None and self.config.is_sliding(layer):
+                keys, values = keys.index_select(2, window), values.index_select(2, window)
+            return keys, values, masks[self.config.layer_types[layer]]
 
         x = self.self_conditioning(self.embed(canvas_ids), self_conditioning_embeds)
         return self.logits(self.run_layers(x, slots[None], kv_fn, encoder=False))

@@ -15,7 +15,7 @@ import torch
 
 CHUNK_BYTES = 64 * 2**20
 
-_FAST_MULTINOMIAL: bool | None = None  # CPU: does `sample_one` reproduce torch.multinomial here? checked once
+_FAST_MULTINOMIAL: bool | None = None  # CPU: does `_exponential_argmax` draw what multinomial does? checked once
 
 
 def _exponential_argmax(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -168,9 +168,10 @@ def whole_step_stats(processed: torch.Tensor, generator: torch.Generator, embed_
 
 
 class Sampler:
-    """Decides which sampled positions are kept at a step. `step` counts down from `num_steps` to 1."""
+    """Decides which sampled positions are kept at a step. `step` (a 0-d integer tensor, so that a compiled step
+    is the same graph at every step) counts down from `num_steps` to 1."""
 
-    def accept(self, stats: StepStats, step: int, num_steps: int) -> torch.Tensor:
+    def accept(self, stats: StepStats, step: torch.Tensor, num_steps: int) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -214,9 +215,9 @@ class TopKScheduleSampler(Sampler):
     canvas_length: int = 256
 
     def accept(self, stats, step, num_steps):
-        k = math.ceil(self.canvas_length * (num_steps - step + 1) / num_steps)
-        order = torch.argsort(stats.entropy, dim=-1)[:, :k]
-        return torch.zeros_like(stats.entropy, dtype=torch.bool).scatter(-1, order, True)
+        k = torch.ceil(self.canvas_length * (num_steps - torch.as_tensor(step) + 1) / num_steps)
+        rank = torch.argsort(torch.argsort(stats.entropy, dim=-1), dim=-1)  # 0 = lowest entropy
+        return rank < k
 
 
 SAMPLERS = {"entropy": EntropyBoundSampler, "confidence": ConfidenceSampler, "topk": TopKScheduleSampler}

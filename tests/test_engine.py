@@ -257,8 +257,9 @@ def test_top_k_and_top_p_restrict_the_samples():
 def test_compiled_decoder_gives_the_same_tokens_with_one_graph_per_input_kind(checkpoint, monkeypatch):
     """Engine(compile=True): torch.compile of denoise_static (whole-cache attention behind a mask; experts dense,
     then routed through the opaque expert op). Same tokens as the eager engine in float64, over left padding,
-    early stops and three canvases, and no recompilation as the cache grows: one decoder graph without
-    self-conditioning and one with, for each expert path, and one for the sampling statistics."""
+    early stops and three canvases, and no recompilation as the cache grows or the step counts down: one decoder
+    graph without self-conditioning and one with, for each expert path; one for the sampling statistics; two for
+    the step's bookkeeping (without and with self-conditioning)."""
     from torch._dynamo.utils import counters
 
     import dgemma.model
@@ -278,7 +279,27 @@ def test_compiled_decoder_gives_the_same_tokens_with_one_graph_per_input_kind(ch
         assert eager.steps_per_canvas == compiled.steps_per_canvas and len(eager.steps_per_canvas) == 3
         assert torch.equal(eager.decoder_passes, compiled.decoder_passes)
     assert (eager.decoder_passes < 30).all()  # rows stopped early and kept their state while the other ran on
-    assert counters["stats"]["unique_graphs"] - graphs == 5
+    assert counters["stats"]["unique_graphs"] - graphs == 7
+
+
+@pytest.mark.parametrize("prompt_length, room", [(3, 8), (3, 16), (20, 16)])
+def test_static_decoder_step_matches_the_growing_one(checkpoint, prompt_length, room):
+    """denoise_static (what the compiled engine runs) against denoise in float64, left padding included: with
+    the sliding window gathered (starting before slot 0, or not), and over the whole cache when the window
+    would not be smaller."""
+    model = DiffusionGemma.from_pretrained(checkpoint, dtype=torch.float64)
+    g = torch.Generator().manual_seed(prompt_length)
+    prompt = torch.randint(3, 128, (2, prompt_length), generator=g)
+    mask = torch.ones(2, prompt_length, dtype=torch.long)
+    mask[1, :2] = 0
+    cache = model.new_cache(2, prompt_length + room)
+    model.encode(prompt, cache, mask)
+    canvas = torch.randint(0, 128, (2, model.config.canvas_length), generator=g)
+    soft = torch.randn(2, model.config.canvas_length, model.config.hidden_size, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        growing = model.denoise(canvas, cache, self_conditioning_embeds=soft)
+        static = model.denoise_static(canvas, cache, torch.tensor(cache.length), soft)
+    torch.testing.assert_close(static, growing, rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
