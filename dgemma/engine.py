@@ -111,12 +111,12 @@ def seeded_generator(seed: int | None, device) -> torch.Generator:
     return g
 
 
-def advance(cfg: GenerationConfig, step: torch.Tensor, stats: StepStats, current: torch.Tensor, argmax: torch.Tensor,
+def advance(cfg: GenerationConfig, step: int, stats: StepStats, current: torch.Tensor, argmax: torch.Tensor,
             soft: torch.Tensor | None, history: torch.Tensor, finished: torch.Tensor, passes: torch.Tensor,
             done: torch.Tensor, noise: torch.Tensor, fixed: torch.Tensor | None):
-    """One denoising step's change of state, pure tensor code (the compiled engine compiles it): clamp the given
-    positions, let the sampler choose the samples to keep, renoise the rest, hold rows that are finished, then
-    update stability and stopping. `done`: rows whose sequence ended before this canvas. Returns accept, current,
+    """One denoising step's change of state: clamp the given positions, let the sampler choose the samples to
+    keep, renoise the rest, hold rows that are finished, then update stability and stopping. (Compiling it was
+    tried: at small shapes its guard check costs what the eager ops do.) `done`: rows whose sequence ended before this canvas. Returns accept, current,
     argmax, soft, history, finished and passes (decoder passes per row, this one counted)."""
     if fixed is not None:  # clamped positions are known: zero entropy, always kept, never resampled
         stats = StepStats(torch.where(fixed, current, stats.sampled), torch.where(fixed, current, stats.argmax),
@@ -158,8 +158,6 @@ class Engine:
         self.model = model
         self.denoise = model.compiled_denoise() if compile else None
         self.stats_fn = compiled_chunk_stats() if compile else None
-        self.advance = torch.compile(advance, dynamic=False, options=None if model.device.type == "cuda" else {
-            "cpp_wrapper": True}) if compile else advance
 
     def sample_stats(self, logits: torch.Tensor, gen: torch.Generator, cfg: GenerationConfig,
                      active: list[bool] | None = None) -> StepStats:
@@ -260,9 +258,8 @@ class Engine:
                 if rows is not None:
                     stats = stats.scatter_rows(rows, B)
                 noise = torch.randint(0, V, (B, L), device=dev, generator=gen)
-                accept, current, argmax, soft, history, finished, passes = self.advance(
-                    cfg, torch.tensor(step, device=dev), stats, current, argmax, soft, history, finished, passes,
-                    finished_seq, noise, fixed)
+                accept, current, argmax, soft, history, finished, passes = advance(
+                    cfg, step, stats, current, argmax, soft, history, finished, passes, finished_seq, noise, fixed)
                 yield StepEvent(c, step, argmax, accept, finished)
                 active = (~finished).tolist()  # the one host sync per step: stop, or shrink the decoder batch
                 if not any(active):

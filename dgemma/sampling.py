@@ -168,10 +168,9 @@ def whole_step_stats(processed: torch.Tensor, generator: torch.Generator, embed_
 
 
 class Sampler:
-    """Decides which sampled positions are kept at a step. `step` (a 0-d integer tensor, so that a compiled step
-    is the same graph at every step) counts down from `num_steps` to 1."""
+    """Decides which sampled positions are kept at a step. `step` counts down from `num_steps` to 1."""
 
-    def accept(self, stats: StepStats, step: torch.Tensor, num_steps: int) -> torch.Tensor:
+    def accept(self, stats: StepStats, step: int, num_steps: int) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -215,9 +214,9 @@ class TopKScheduleSampler(Sampler):
     canvas_length: int = 256
 
     def accept(self, stats, step, num_steps):
-        k = torch.ceil(self.canvas_length * (num_steps - torch.as_tensor(step) + 1) / num_steps)
-        rank = torch.argsort(torch.argsort(stats.entropy, dim=-1), dim=-1)  # 0 = lowest entropy
-        return rank < k
+        k = math.ceil(self.canvas_length * (num_steps - step + 1) / num_steps)
+        order = torch.argsort(stats.entropy, dim=-1)[:, :k]
+        return torch.zeros_like(stats.entropy, dtype=torch.bool).scatter(-1, order, True)
 
 
 SAMPLERS = {"entropy": EntropyBoundSampler, "confidence": ConfidenceSampler, "topk": TopKScheduleSampler}
