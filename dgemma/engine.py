@@ -115,9 +115,10 @@ def advance(cfg: GenerationConfig, step: int, stats: StepStats, current: torch.T
             soft: torch.Tensor | None, history: torch.Tensor, finished: torch.Tensor, passes: torch.Tensor,
             done: torch.Tensor, noise: torch.Tensor, fixed: torch.Tensor | None):
     """One denoising step's change of state: clamp the given positions, let the sampler choose the samples to
-    keep, renoise the rest, hold rows that are finished, then update stability and stopping. (Compiling it was
-    tried: at small shapes its guard check costs what the eager ops do.) `done`: rows whose sequence ended before this canvas. Returns accept, current,
-    argmax, soft, history, finished and passes (decoder passes per row, this one counted)."""
+    keep, renoise the rest, hold rows that are finished, then update stability and stopping. `done`: rows whose
+    sequence ended before this canvas. Returns accept, current, argmax, soft, history, finished and passes
+    (decoder passes per row, this one counted). Compiling it was tried: at small shapes its guard check costs
+    what the eager ops do."""
     if fixed is not None:  # clamped positions are known: zero entropy, always kept, never resampled
         stats = StepStats(torch.where(fixed, current, stats.sampled), torch.where(fixed, current, stats.argmax),
                           stats.entropy.masked_fill(fixed, 0.0), stats.logp_sampled, stats.soft)
