@@ -452,12 +452,16 @@ class DiffusionGemma(nn.Module):
         every = torch.arange(cache.max_length, device=dev)
         visible = cache.valid | ((every >= start) & (every < start + L))  # (B, T): committed tokens + canvas
         window = None  # sliding layers: (W - 1 + L,) slots to gather, when that is fewer than the whole cache
+        if W - 1 + L < cache.max_length:
+            wanted = start - (W - 1) + torch.arange(W - 1 + L, device=dev)  # may start below slot 0
+            window = wanted.clamp(min=0)
         masks = {}
         for kind in self.kinds:
-            m = visible & (every >= start - (W - 1)) if kind == SLIDING else visible  # window anchored at start
-            if kind == SLIDING and W - 1 + L < cache.max_length:
-                wanted = start - (W - 1) + torch.arange(W - 1 + L, device=dev)  # may start below slot 0
-                window = wanted.clamp(min=0)
+            if kind != SLIDING:
+                m = visible
+            elif window is None:  # the window is anchored at the canvas start, as in `denoise`
+                m = visible & (every >= start - (W - 1))
+            else:
                 m = visible[:, window] & (wanted >= 0)
             masks[kind] = m[:, None, None, :]
 
