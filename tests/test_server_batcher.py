@@ -48,12 +48,13 @@ def run_all(model, jobs, lock_after, max_batch=8):
     return results
 
 
-def jobs():
+def jobs(**stopping):
+    """Six requests of different lengths; `stopping` overrides the stable-and-confident stopping rule."""
     out = []
     for i, n in enumerate((3, 12, 30, 5, 21, 9)):
         prompt = [2] + [100 + (7 * i + j) % 400 for j in range(n)]
         gen = GenerationConfig(max_new_tokens=(10, 40, 16, 33, 48, 20)[i], max_denoising_steps=(5, 8, 6, 5, 7, 4)[i],
-                               eos_token_id=STOP, top_k=(None, 50)[i % 2])
+                               eos_token_id=STOP, top_k=(None, 50)[i % 2], **stopping)
         out.append((prompt, SamplingParams(gen, seed=10 + i), None))
     return out
 
@@ -67,11 +68,17 @@ def test_batched_equals_alone(model, lock_after):
         assert info["completion_tokens"] == len(tokens) <= job[1].gen.max_new_tokens
 
 
-def test_lock_off_matches_generate(model):
-    for (prompt, p, _), (tokens, info) in zip(jobs(), run_all(model, jobs(), 0)):
+# A random model is never confident (nor is its argmax stable): the default rule runs every step. A huge
+# confidence threshold without the stability condition stops every canvas at once, so stopping is compared too.
+@pytest.mark.parametrize("stopping", [{}, {"confidence_threshold": 1e9, "stability_threshold": 0}])
+def test_lock_off_matches_generate(model, stopping):
+    early = []
+    for (prompt, p, _), (tokens, info) in zip(jobs(**stopping), run_all(model, jobs(**stopping), 0)):
         out = model.generate(torch.tensor([prompt]), max_new_tokens=p.gen.max_new_tokens,
                              max_denoising_steps=p.gen.max_denoising_steps, seed=p.seed, top_k=p.gen.top_k,
-                             eos_token_id=STOP)
+                             eos_token_id=STOP, **stopping)
+        assert info["decoder_passes"] == int(out.decoder_passes[0])
+        early += [n < p.gen.max_denoising_steps for n in out.steps_per_canvas]
         ref = []
         for t in out.sequences[0, len(prompt):].tolist():
             if t != 0:
@@ -81,6 +88,7 @@ def test_lock_off_matches_generate(model):
         assert tokens == ref[:p.gen.max_new_tokens]
         assert info["finish_reason"] == ("stop" if ref and ref[-1] in STOP and len(ref) <= p.gen.max_new_tokens
                                          else "length")
+    assert any(early) == bool(stopping)  # the stopping rule did stop canvases early, and only when asked
 
 
 def test_infill_keeps_suffix_out_and_gap_length(model):

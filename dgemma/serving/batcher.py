@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import SLIDING
-from ..engine import GenerationConfig, apply_stop_tokens, seeded_generator, temperature_at
+from ..engine import GenerationConfig, advance, apply_stop_tokens, seeded_generator, temperature_at
 from ..model import DiffusionGemma
 from ..sampling import step_stats
 
@@ -325,48 +325,38 @@ class BatchEngine:
         self.step_hist.observe(time.perf_counter() - t0)
 
     def _row_step(self, row: Row, logits: torch.Tensor, emb_w, emb_scale):
-        rc, L = row.cfg, self.L
+        """The engine's step for one row (same draws, same `advance`), then the locking of leading positions."""
+        rc, L, dev = row.cfg, self.L, row.current.device
         row.passes += 1
         logits.div_(temperature_at(rc, row.step))
         stats = step_stats(logits, row.gen, emb_w, emb_scale, None, rc.top_k, rc.top_p)
-        fixed, current = row.fixed, row.current
-        if fixed is not None:
-            stats.entropy.masked_fill_(fixed, 0.0)
-            stats.sampled = torch.where(fixed, current, stats.sampled)
-            stats.argmax = torch.where(fixed, current, stats.argmax)
-        accept = rc.sampler.accept(stats, row.step, rc.max_denoising_steps)
-        kept = torch.where(accept, stats.sampled, current)
-        noise = torch.randint(0, self.V, (1, L), device=current.device, generator=row.gen)
-        new_current = torch.where(accept, kept, noise)
-        if rc.stability_threshold == 0:
-            stable = True
-        else:
-            stable = bool((row.history == stats.argmax[None]).all())
-            row.history = torch.roll(row.history, -1, 0)
-            row.history[-1] = stats.argmax
-        done = stable and float(stats.entropy.mean()) < rc.confidence_threshold
+        noise = torch.randint(0, self.V, (1, L), device=dev, generator=row.gen)
+        no = torch.zeros(1, dtype=torch.bool, device=dev)
+        accept, new_current, new_argmax, soft, row.history, finished, _ = advance(
+            rc, row.step, stats, row.current, row.argmax, row.soft, row.history, no, no.long(), no, noise, row.fixed)
+        done = bool(finished)
         if self.lock_after > 0 and not done and row.step > 1:
             # lockable: kept by the sampler this step, or argmax unchanged for lock_after steps (or clamped)
-            row.same = torch.where(stats.argmax == row.argmax, row.same + 1, 0)
+            row.same = torch.where(new_argmax == row.argmax, row.same + 1, 0)
             lockable = accept | (row.same >= self.lock_after)
-            if fixed is not None:
-                lockable |= fixed
+            if row.fixed is not None:
+                lockable |= row.fixed
             n = int(lockable[0].long().cumprod(0).sum())
             if row.req.suffix is not None:  # infill: only the gap is output
                 n = min(n, row.cfg.max_new_tokens)
             if n > row.locked:
-                if fixed is None:
-                    fixed = row.fixed = torch.zeros(1, L, dtype=torch.bool, device=current.device)
-                lock_tok = torch.where(accept, stats.sampled, stats.argmax)[0, :n]
-                fixed[0, :n] = True
+                if row.fixed is None:
+                    row.fixed = torch.zeros(1, L, dtype=torch.bool, device=dev)
+                lock_tok = torch.where(accept, new_current, new_argmax)[0, :n]
+                row.fixed[0, :n] = True
                 new_current[0, :n] = lock_tok  # clamped to the emitted tokens from now on
-                stats.argmax[0, :n] = lock_tok
+                new_argmax[0, :n] = lock_tok
                 self._emit_tokens(row, lock_tok[row.locked:].tolist())
                 row.locked = n
                 done = n == L  # nothing left to denoise: commit now
-        row.current, row.argmax, row.soft = new_current, stats.argmax, stats.soft
+        row.current, row.argmax, row.soft = new_current, new_argmax, soft
         if row.req.params.drafts and (row.step % self.draft_every == 0 or done):
-            row.req.emit("draft", {"canvas": row.canvas_index, "step": row.step, "tokens": stats.argmax[0].tolist(),
+            row.req.emit("draft", {"canvas": row.canvas_index, "step": row.step, "tokens": new_argmax[0].tolist(),
                                    "locked": row.locked})
         row.step -= 1
         if row.stopped:
