@@ -267,7 +267,7 @@ class DiffusionGemma(nn.Module):
         for kind in self.kinds:
             self.register_buffer(f"inv_freq_{kind}", rope_inv_freq(config, kind), persistent=False)
         self._scale_cache: dict = {}
-        self._compiled_denoise = None
+        self._compiled_denoise = self._compiled_encode = None
         self.prefill_chunk = 2048  # encode() splits longer inputs (without autograd) into chunks of this many tokens
 
     # --- construction ------------------------------------------------------------------------------------
@@ -360,7 +360,25 @@ class DiffusionGemma(nn.Module):
 
     def window_start(self, layer: int, slot: int) -> int:
         """First cache slot a query at `slot` may see: sliding layers keep window-1 earlier tokens."""
-        return max(0, slot - (self.config.sliding_window - 1)) if self.config.is_sliding(layer) else 0
+        return max(0, self.config.window_floor(slot)) if self.config.is_sliding(layer) else 0
+
+    def encoder_masks(self, start: int, n: int, valid: torch.Tensor | None = None) -> dict:
+        """Per layer kind, (lo, mask) for n new tokens at slots [start, start + n) attending to cache slots
+        [lo, start + n): causal, windowed on sliding layers. `valid` (B, T) hides padding keys (a padding query
+        still sees itself, so its row stays finite). The mask is None for one unpadded token, which sees all."""
+        dev, end = self.embed_tokens.weight.device, start + n
+        q = torch.arange(start, end, device=dev)[:, None]
+        masks = {}
+        for kind in self.kinds:
+            lo = self.window_start(self.config.layer_types.index(kind), start)
+            k = torch.arange(lo, end, device=dev)[None, :]
+            allowed = k <= q
+            if kind == SLIDING:
+                allowed = allowed & (k >= self.config.window_floor(q))
+            if valid is not None:
+                allowed = allowed & (valid[:, None, lo:end] | (k == q))[:, None]
+            masks[kind] = (lo, None if (n == 1 and valid is None) else allowed)
+        return masks
 
     # --- encoder: causal, appends to the cache ------------------------------------------------------------
     def encode(self, input_ids: torch.Tensor, cache: KVCache, attention_mask: torch.Tensor | None = None):
@@ -380,17 +398,7 @@ class DiffusionGemma(nn.Module):
                               for i in range(0, n, chunk)], dim=1)
         start, positions = cache.append_slots(n, attention_mask)
         end = start + n
-        masks = {}
-        for kind in self.kinds:
-            lo = self.window_start(self.config.layer_types.index(kind), start)
-            q = torch.arange(start, end, device=cache.device)[:, None]
-            k = torch.arange(lo, end, device=cache.device)[None, :]
-            allowed = k <= q
-            if kind == SLIDING:
-                allowed = allowed & (q - k < self.config.sliding_window)
-            if cache.padded:  # padding keys are hidden; a padding query sees itself so its row stays finite
-                allowed = allowed & (cache.valid[:, None, lo:end] | (k == q))[:, None]
-            masks[kind] = (lo, None if (n == 1 and not cache.padded) else allowed)
+        masks = self.encoder_masks(start, n, cache.valid if cache.padded else None)
 
         def kv_fn(layer, k, v):
             cache.keys[layer][:, :, start:end] = k
@@ -441,29 +449,46 @@ class DiffusionGemma(nn.Module):
     def denoise_static(self, canvas_ids: torch.Tensor, cache: KVCache, start: torch.Tensor,
                        self_conditioning_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """`denoise` with one shape for every canvas, for torch.compile and CUDA graphs (gpt-fast style): the
-        canvas starts at slot `start` (a 0-d tensor, not a Python int a compiled graph would specialise on).
+        canvas starts at slot `start` (a 0-d tensor, not a Python int a compiled graph would specialise on). The
+        caller checks the cache has room (`cache.reserve`)."""
+        x = self.self_conditioning(self.embed(canvas_ids), self_conditioning_embeds)
+        return self.logits(self._static_pass(x, cache, start, causal=False))
+
+    def encode_static(self, input_ids: torch.Tensor, cache: KVCache, start: torch.Tensor) -> torch.Tensor:
+        """`encode` of (B, n) tokens without padding in one shape for every `start` (committing canvases in a
+        compiled engine). The caller claims the slots first (`cache.append_slots`); returns the hidden states."""
+        return self._static_pass(self.embed(input_ids), cache, start, causal=True)
+
+    def _static_pass(self, x: torch.Tensor, cache: KVCache, start: torch.Tensor, causal: bool) -> torch.Tensor:
+        """The layers over (B, n, H) inputs at slots [start, start + n), writing their keys and values there.
         Global layers attend over the whole preallocated cache through a mask, rather than over a slice that
-        grows; sliding layers gather their fixed-size window (the W-1 slots before the canvas, then the canvas),
-        so their cost does not grow with the context. The caller checks the cache has room (`cache.reserve`);
-        masked-out slots add work but no change beyond rounding."""
-        B, L = canvas_ids.shape
-        dev, W = canvas_ids.device, self.config.sliding_window
-        slots = start + torch.arange(L, device=dev)  # (L,)
+        grows; sliding layers gather a fixed-size window (the W-1 slots before `start`, then the new ones), so
+        their cost does not grow with the context. Masked-out slots add work but no change beyond rounding.
+        `causal`: the encoder (each new token sees the tokens before it); else the decoder (the canvas sees
+        itself whole, and its sliding window is anchored at the canvas start)."""
+        B, n = x.shape[:2]
+        dev, W = x.device, self.config.sliding_window
+        slots = start + torch.arange(n, device=dev)  # (n,)
         every = torch.arange(cache.max_length, device=dev)
-        visible = cache.valid | ((every >= start) & (every < start + L))  # (B, T): committed tokens + canvas
-        window = None  # sliding layers: (W - 1 + L,) slots to gather, when that is fewer than the whole cache
-        if W - 1 + L < cache.max_length:
-            wanted = start - (W - 1) + torch.arange(W - 1 + L, device=dev)  # may start below slot 0
+        new = (every >= start) & (every < start + n)
+        visible = (cache.valid | new)[:, None, :]  # (B, 1, T): committed tokens + the new ones
+        floor = self.config.window_floor(start)  # lowest slot a sliding layer sees
+        if causal:
+            visible = visible & (every[None, :] <= slots[:, None])  # (B, n, T)
+            floor = self.config.window_floor(slots[:, None])  # (n, 1): the window slides with the query
+        window = None  # sliding layers: (W - 1 + n,) slots to gather, when that is fewer than the whole cache
+        if W - 1 + n < cache.max_length:
+            wanted = self.config.window_floor(start) + torch.arange(W - 1 + n, device=dev)  # may start below 0
             window = wanted.clamp(min=0)
         masks = {}
         for kind in self.kinds:
             if kind != SLIDING:
                 m = visible
-            elif window is None:  # the window is anchored at the canvas start, as in `denoise`
-                m = visible & (every >= start - (W - 1))
+            elif window is None:
+                m = visible & (every >= floor)
             else:
-                m = visible[:, window] & (wanted >= 0)
-            masks[kind] = m[:, None, None, :]
+                m = visible[..., window] & (wanted >= 0) & (wanted >= floor)
+            masks[kind] = m[:, None]  # (B, 1, 1 or n, keys)
 
         def kv_fn(layer, k, v):
             cache.keys[layer].index_copy_(2, slots, k)
@@ -473,19 +498,26 @@ class DiffusionGemma(nn.Module):
                 keys, values = keys.index_select(2, window), values.index_select(2, window)
             return keys, values, masks[self.config.layer_types[layer]]
 
-        x = self.self_conditioning(self.embed(canvas_ids), self_conditioning_embeds)
-        return self.logits(self.run_layers(x, slots[None], kv_fn, encoder=False))
+        return self.run_layers(x, slots[None], kv_fn, encoder=causal)
 
     def compiled_denoise(self):
         """`torch.compile` of `denoise_static`, made once per model (CUDA graphs on GPU)."""
         if self._compiled_denoise is None:
-            # CUDA: graphs replay the step with no launch overhead; CPU: a C++ wrapper calls the kernels
-            # without a Python line per kernel (0.3-0.5 ms of a tiny model's 2 ms step)
-            cuda = self.device.type == "cuda"
-            self._compiled_denoise = torch.compile(self.denoise_static, fullgraph=True, dynamic=False,
-                                                   mode="reduce-overhead" if cuda else None,
-                                                   options=None if cuda else {"cpp_wrapper": True})
+            self._compiled_denoise = self._compile(self.denoise_static)
         return self._compiled_denoise
+
+    def compiled_encode(self):
+        """`torch.compile` of `encode_static`, made once per model (CUDA graphs on GPU)."""
+        if self._compiled_encode is None:
+            self._compiled_encode = self._compile(self.encode_static)
+        return self._compiled_encode
+
+    def _compile(self, fn):
+        # CUDA: graphs replay the step with no launch overhead; CPU: a C++ wrapper calls the kernels
+        # without a Python line per kernel (0.3-0.5 ms of a tiny model's 2 ms step)
+        cuda = self.device.type == "cuda"
+        return torch.compile(fn, fullgraph=True, dynamic=False, mode="reduce-overhead" if cuda else None,
+                             options=None if cuda else {"cpp_wrapper": True})
 
     # --- generation (the engine lives in dgemma.engine; these are the documented entry points) -------------
     def generate(self, input_ids, *, max_new_tokens: int = 256, max_denoising_steps: int = 48,

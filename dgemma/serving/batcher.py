@@ -104,7 +104,6 @@ class BatchEngine:
         self.keys = [torch.zeros(max_batch, cfg.layer_kv_heads(i), T, cfg.layer_head_dim(i), dtype=dt, device=dev)
                      for i in range(cfg.num_layers)]
         self.values = [torch.zeros_like(k) for k in self.keys]
-        self.kind_layer = {kind: cfg.layer_types.index(kind) for kind in set(cfg.layer_types)}
         self.free = list(range(max_batch - 1, -1, -1))
         self.rows: list[Row] = []
         self.inbox: queue.Queue = queue.Queue()
@@ -248,15 +247,7 @@ class BatchEngine:
         if end > self.keys[0].shape[2]:
             raise ValueError(f"sequence of {end} tokens exceeds the context length {self.context_length}")
         s = row.slot
-        masks = {}
-        q = torch.arange(start, end, device=model.device)[:, None]
-        for kind, layer in self.kind_layer.items():
-            lo = model.window_start(layer, start)
-            k = torch.arange(lo, end, device=model.device)[None, :]
-            allowed = k <= q
-            if kind == SLIDING:
-                allowed = allowed & (q - k < cfg.sliding_window)
-            masks[kind] = (lo, None if n == 1 else allowed)
+        masks = model.encoder_masks(start, n)
 
         def kv_fn(layer, k, v):
             self.keys[layer][s:s + 1, :, start:end] = k
@@ -298,10 +289,10 @@ class BatchEngine:
         j = torch.arange(span, device=dev)[None]
         own_canvas = (j >= lengths[:, None]) & (j < lengths[:, None] + L)
         masks = {}
-        for kind in self.kind_layer:
+        for kind in model.kinds:
             ok = j < lengths[:, None]
             if kind == SLIDING:
-                ok = ok & (j >= lengths[:, None] - (cfg.sliding_window - 1))
+                ok = ok & (j >= cfg.window_floor(lengths[:, None]))
             masks[kind] = (ok | own_canvas)[:, None, None, :]
         s0 = int(slots[0])
         contiguous = int(slots[-1]) - s0 == R - 1  # rows are sorted by slot

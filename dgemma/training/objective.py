@@ -33,24 +33,6 @@ def head(model, hidden: torch.Tensor) -> torch.Tensor:
     return torch.tanh(F.linear(hidden, model.embed_tokens.weight).float() / cap) * cap
 
 
-def encoder_masks(model, T: int, device, valid: torch.Tensor | None = None) -> dict:
-    """Causal (T, T) masks, or (B, 1, T, T) ones hiding padding keys when `valid` (B, T) is given (a padding
-    query still sees itself, so its row stays finite)."""
-    q = torch.arange(T, device=device)[:, None]
-    k = torch.arange(T, device=device)[None, :]
-    causal = k <= q
-    out = {}
-    for kind in model.kinds:
-        layer = model.config.layer_types.index(kind)
-        m = causal
-        if model.config.is_sliding(layer):
-            m = m & (q - k < model.config.sliding_window)
-        if valid is not None:
-            m = (m & (valid[:, None, :] | (k == q)))[:, None]
-        out[kind] = m
-    return out
-
-
 def decoder_masks(model, P: int, L: int, canvas_idx: torch.Tensor, T: int, valid: torch.Tensor | None = None) -> dict:
     """canvas_idx (B, K): which canvas each decoder block is; `valid` (B, T): real clean tokens (None: all).
     Mask (B, 1, K*L, T + K*L)."""
@@ -66,7 +48,7 @@ def decoder_masks(model, P: int, L: int, canvas_idx: torch.Tensor, T: int, valid
         layer = model.config.layer_types.index(kind)
         clean = slots < qstart
         if model.config.is_sliding(layer):
-            clean = clean & (slots >= qstart - (model.config.sliding_window - 1))
+            clean = clean & (slots >= model.config.window_floor(qstart))
         if valid is not None:
             clean = clean & valid[:, None, :]
         out[kind] = torch.cat([clean, own], dim=2)[:, None]
@@ -76,7 +58,7 @@ def decoder_masks(model, P: int, L: int, canvas_idx: torch.Tensor, T: int, valid
 def encoder_forward(model, ids: torch.Tensor, checkpoint: bool = False, valid: torch.Tensor | None = None):
     """Causal pass over the clean sequence; returns (hidden, {layer: (k, v)})."""
     B, T = ids.shape
-    masks = encoder_masks(model, T, ids.device, valid)
+    masks = {kind: mask for kind, (_, mask) in model.encoder_masks(0, T, valid).items()}
     store: dict = {}
 
     def kv_fn(layer, k, v):  # idempotent under checkpoint recompute: the same slot is overwritten
