@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .model import DiffusionGemma
-from .sampling import EntropyBoundSampler, Sampler, StepStats, compiled_chunk_stats, step_stats, whole_step_stats
+from .sampling import (CHUNK_BYTES, EntropyBoundSampler, Sampler, StepStats, chunk_stats, compiled_chunk_stats,
+                       draw_uniforms, step_stats, uniform_sampling, whole_step_stats)
 
 
 @dataclass
@@ -137,6 +138,33 @@ def advance(cfg: GenerationConfig, step: int, stats: StepStats, current: torch.T
     return accept, new_current, new_argmax, new_soft, history, finished, passes
 
 
+def whole_step(model: DiffusionGemma, cfg: GenerationConfig, temperature: torch.Tensor, current: torch.Tensor,
+               cache, start: torch.Tensor, soft: torch.Tensor | None, u: torch.Tensor, noise: torch.Tensor,
+               argmax: torch.Tensor, history: torch.Tensor, finished: torch.Tensor, passes: torch.Tensor,
+               done: torch.Tensor, fixed: torch.Tensor | None):
+    """A whole denoising step as pure tensor code, for one compiled graph (CPU, small vocabularies): the static
+    decoder forward, the temperature, the sampling statistics from uniforms `u` (B*L, V) drawn beforehand,
+    then `advance`. Returns what `advance` does. Only for samplers that ignore the step number."""
+    logits = model.denoise_static(current, cache, start, soft)
+    B, L, V = logits.shape
+    logits = logits / temperature
+    sampled, logp, entropy, new_soft = chunk_stats(logits.view(B * L, V), u, None, model.embed_tokens.weight,
+                                                   model.embed_scale())
+    stats = StepStats(sampled.view(B, L), logits.argmax(-1), entropy.view(B, L), logp.view(B, L),
+                      new_soft.view(B, L, -1))
+    return advance(cfg, 0, stats, current, argmax, soft, history, finished, passes, done, noise, fixed)
+
+
+_COMPILED_WHOLE_STEP = None
+
+
+def compiled_whole_step():
+    global _COMPILED_WHOLE_STEP
+    if _COMPILED_WHOLE_STEP is None:
+        _COMPILED_WHOLE_STEP = torch.compile(whole_step, fullgraph=True, dynamic=False, options={"cpp_wrapper": True})
+    return _COMPILED_WHOLE_STEP
+
+
 def apply_stop_tokens(canvas: torch.Tensor, finished: torch.Tensor, stop_ids: torch.Tensor, pad: int) -> torch.Tensor:
     """Committed tokens of a canvas: rows finished earlier become all pad; after a row's first stop token every
     token is pad. Marks rows that produced a stop token in `finished` (in place)."""
@@ -152,13 +180,18 @@ class Engine:
     """Generation over a `DiffusionGemma`; knows token ids only."""
 
     def __init__(self, model: DiffusionGemma, compile: bool = False):
-        """`compile`: run the decoder through `torch.compile` of `model.denoise_static` (one graph for every
-        canvas; CUDA graphs on GPU), and on CPU the sampling statistics too when a step's random draws fit in one
-        chunk. Every row then stays in the decoder batch until the canvas ends, as in the reference, so the
-        shapes never change; the first steps pay for compilation."""
+        """`compile`: torch.compile the decoder forward (`model.denoise_static`, one graph for every canvas; CUDA
+        graphs on GPU) and the encoder pass that commits a canvas (`model.encode_static`). On CPU, when a step's
+        random draws fit in one chunk (small vocabularies), the whole step is one graph (`whole_step`); otherwise
+        the sampling statistics are compiled apart where they can be. Every row stays in the decoder batch until
+        the canvas ends, as in the reference, so the shapes never change; the first steps pay for compilation.
+        The compiled callables are attributes, so a benchmark can time the calls."""
         self.model = model
-        self.denoise = model.compiled_denoise() if compile else None
+        self.static_denoise = model.compiled_denoise() if compile else None
+        self.static_encode = model.compiled_encode() if compile else None
+        self.denoise = model.denoise
         self.stats_fn = compiled_chunk_stats() if compile else None
+        self.whole_step = compiled_whole_step() if compile and model.device.type == "cpu" else None
 
     def sample_stats(self, logits: torch.Tensor, gen: torch.Generator, cfg: GenerationConfig,
                      active: list[bool] | None = None) -> StepStats:
@@ -170,6 +203,14 @@ class Engine:
             if stats is not None:
                 return stats
         return step_stats(logits, gen, emb_w, emb_scale, active, cfg.top_k, cfg.top_p)
+
+    def append(self, tokens: torch.Tensor, cache) -> torch.Tensor:
+        """One encoder pass appends (B, n) unpadded tokens (a finished canvas, an AR token) to the cache and
+        returns their hidden states; compiled, one graph per n for every position in the cache."""
+        if self.static_encode is None:
+            return self.model.encode(tokens, cache)
+        start, _ = cache.append_slots(tokens.shape[1])
+        return self.static_encode(tokens, cache, torch.tensor(start, device=cache.device))
 
     def check_inputs(self, input_ids, attention_mask, cfg: GenerationConfig):
         model = self.model
@@ -213,7 +254,7 @@ class Engine:
             cache = model.new_cache(B, P + n_canvases * L)
         else:
             cache.reserve(P + n_canvases * L, f"a prompt of {P} tokens and {n_canvases} canvases of {L}")
-        if self.denoise is not None and cache.device.type == "cuda":  # CUDA graphs read the cache in place
+        if self.static_denoise is not None and cache.device.type == "cuda":  # CUDA graphs read the cache in place
             for t in cache.keys + cache.values + [cache.valid]:
                 torch._dynamo.mark_static_address(t)
         dev = model.device
@@ -239,28 +280,38 @@ class Engine:
             active = (~finished).tolist()
             history = torch.full((max(cfg.stability_threshold, 1), B, L), -1, dtype=torch.long, device=dev)
             steps = 0
-            start = None if self.denoise is None else torch.tensor(cache.length, device=dev)  # compiled: a tensor
+            start = None if self.static_denoise is None else torch.tensor(cache.length, device=dev)  # compiled: a tensor
+            whole = (self.whole_step is not None and cfg.top_k is None and cfg.top_p is None
+                     and not cfg.sampler.uses_step and B * L * V * 8 <= CHUNK_BYTES and uniform_sampling(gen))
             for step in range(cfg.max_denoising_steps, 0, -1):
                 steps += 1
-                if self.denoise is not None:  # compiled: every row, one shape
-                    logits = self.denoise(current, cache, start, soft)
+                if whole:  # compiled, the step in one graph: the random draws first, in the reference's order
+                    u = draw_uniforms((B * L, V), gen)
+                    noise = torch.randint(0, V, (B, L), device=dev, generator=gen)
+                    accept, current, argmax, soft, history, finished, passes = self.whole_step(
+                        model, cfg, torch.as_tensor(temperature_at(cfg, step)), current, cache, start, soft, u,
+                        noise, argmax, history, finished, passes, finished_seq, fixed)
                 else:
-                    if B > 1 and not all(active) and (rows is None or len(rows) != sum(active)):
-                        rows = torch.tensor([i for i, a in enumerate(active) if a], device=dev)
-                        sub_cache = cache.select(rows)
-                    if rows is None:
-                        logits = model.denoise(current, cache, self_conditioning_embeds=soft)
+                    if self.static_denoise is not None:  # compiled: every row, one shape
+                        logits = self.static_denoise(current, cache, start, soft)
                     else:
-                        logits = model.denoise(current[rows], sub_cache,
-                                               self_conditioning_embeds=None if soft is None else soft[rows])
-                logits.div_(temperature_at(cfg, step))
-                stats = self.sample_stats(logits, gen, cfg, None if rows is None else active)
-                del logits
-                if rows is not None:
-                    stats = stats.scatter_rows(rows, B)
-                noise = torch.randint(0, V, (B, L), device=dev, generator=gen)
-                accept, current, argmax, soft, history, finished, passes = advance(
-                    cfg, step, stats, current, argmax, soft, history, finished, passes, finished_seq, noise, fixed)
+                        if B > 1 and not all(active) and (rows is None or len(rows) != sum(active)):
+                            rows = torch.tensor([i for i, a in enumerate(active) if a], device=dev)
+                            sub_cache = cache.select(rows)
+                        if rows is None:
+                            logits = self.denoise(current, cache, self_conditioning_embeds=soft)
+                        else:
+                            logits = self.denoise(current[rows], sub_cache,
+                                                  self_conditioning_embeds=None if soft is None else soft[rows])
+                    logits.div_(temperature_at(cfg, step))
+                    stats = self.sample_stats(logits, gen, cfg, None if rows is None else active)
+                    del logits
+                    if rows is not None:
+                        stats = stats.scatter_rows(rows, B)
+                    noise = torch.randint(0, V, (B, L), device=dev, generator=gen)
+                    accept, current, argmax, soft, history, finished, passes = advance(
+                        cfg, step, stats, current, argmax, soft, history, finished, passes, finished_seq, noise,
+                        fixed)
                 yield StepEvent(c, step, argmax, accept, finished)
                 active = (~finished).tolist()  # the one host sync per step: stop, or shrink the decoder batch
                 if not any(active):
@@ -273,7 +324,7 @@ class Engine:
             yield CanvasEvent(c, tokens, finished_seq.clone(), steps)
             if bool(finished_seq.all()):
                 break
-            model.encode(tokens, cache)
+            self.append(tokens, cache)
         out = torch.cat(sequences, dim=1)
         generated = (out[:, P:] != cfg.pad_token_id).sum(-1)
         yield GenerateOutput(out, generated / passes, steps_per_canvas, passes)
@@ -373,7 +424,7 @@ class Engine:
             done |= torch.isin(nxt, eos)
             if i + 1 == max_new_tokens or bool(done.all()):
                 break
-            hidden = model.encode(out[:, i:i + 1], cache)
+            hidden = self.append(out[:, i:i + 1], cache)
         generated = (out != pad_token_id).sum(-1)
         passes = torch.full((B,), i + 1, device=model.device)
         return GenerateOutput(torch.cat([input_ids, out], 1), generated / passes, [], passes)

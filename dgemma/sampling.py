@@ -170,6 +170,8 @@ def whole_step_stats(processed: torch.Tensor, generator: torch.Generator, embed_
 class Sampler:
     """Decides which sampled positions are kept at a step. `step` counts down from `num_steps` to 1."""
 
+    uses_step = False  # whether `accept` depends on the step (a compiled step would be one graph per step)
+
     def accept(self, stats: StepStats, step: int, num_steps: int) -> torch.Tensor:
         raise NotImplementedError
 
@@ -212,6 +214,7 @@ class TopKScheduleSampler(Sampler):
     """Keep the k lowest-entropy positions, k growing linearly so the whole canvas is kept at the last step."""
 
     canvas_length: int = 256
+    uses_step = True
 
     def accept(self, stats, step, num_steps):
         k = math.ceil(self.canvas_length * (num_steps - step + 1) / num_steps)

@@ -44,6 +44,27 @@ def test_bench_command_runs_on_tiny_and_prints_every_field(tmp_path, capsys):
     assert list((tmp_path / "plots").glob("*.png"))
 
 
+def test_compiled_step_breakdown_when_the_step_is_one_graph():
+    """With the whole CPU step in one compiled graph, the graph is timed as such, the forward and the sampling
+    apart, and the table says so; the compiled tokens are the eager ones."""
+    cfg = ModelConfig(vocab_size=64, hidden_size=16, intermediate_size=16, num_layers=2, num_heads=2, num_kv_heads=1,
+                      head_dim=8, global_head_dim=8, num_global_kv_heads=1, sliding_window=4,
+                      layer_types=[SLIDING, FULL], num_experts=2, top_k_experts=1, moe_intermediate_size=8,
+                      canvas_length=4)
+    from dgemma import DiffusionGemma
+    model = DiffusionGemma(cfg).eval()
+    model.init_weights(torch.Generator().manual_seed(0))
+    prompt = torch.randint(3, 64, (1, 5), generator=torch.Generator().manual_seed(1))
+    d = bench.measure_dgemma(model, prompt, new_tokens=8, steps=3, seed=0, reps=1, compile=True)
+    eager = bench.measure_dgemma(model, prompt, new_tokens=8, steps=3, seed=0, reps=1)
+    assert torch.equal(d["sequences"], eager["sequences"]) and "graph_s" not in eager
+    assert d["split_timed_apart"] and d["graph_s"] > 0 and d["forward_s"] > 0 and d["sampling_s"] > 0
+    d.update(floor={"seconds": 1e-6, "bound": "compute"}, step_over_floor=1.0, forward_over_floor=1.0)
+    rates = {"bandwidth_bytes_per_s": 1.0, "matmul": {"flops_per_s": 1.0, "dtype": "float32", "best_shape": [1]}}
+    rows = [r[0].strip() for r in bench.summary_rows({"prefill_s": 0.0, "dgemma": d, "machine_rates": rates})]
+    assert rows[2:6] == ["one compiled graph", "decoder forward", "sampling", "outside the graph"]
+
+
 def test_roofline_arithmetic_on_a_hand_made_model():
     # one global layer, no sliding window effects; numbers worked out by hand below
     cfg = ModelConfig(vocab_size=100, hidden_size=10, intermediate_size=20, num_layers=1, num_heads=2,

@@ -254,13 +254,16 @@ def test_top_k_and_top_p_restrict_the_samples():
         assert set(stats.sampled.flatten().tolist()) == allowed
 
 
-def test_compiled_decoder_gives_the_same_tokens_with_one_graph_per_input_kind(checkpoint, monkeypatch):
-    """Engine(compile=True): torch.compile of denoise_static (whole-cache attention behind a mask; experts dense,
-    then routed through the opaque expert op). Same tokens as the eager engine in float64, over left padding,
-    early stops and three canvases, and no recompilation as the cache grows: one decoder graph without
-    self-conditioning and one with, for each expert path, and one for the sampling statistics."""
+def test_compiled_engine_gives_the_same_tokens_with_one_graph_per_input_kind(checkpoint, monkeypatch):
+    """Engine(compile=True) against the eager engine in float64: the same tokens over left padding, early stops
+    and three canvases, for both expert paths (dense in the graph, and routed through the opaque expert op), and
+    no recompilation as the cache grows. On CPU with a small vocabulary a whole step is one graph (one without
+    self-conditioning, one with) and the canvas commits another; with a large vocabulary (here: a zero chunk
+    budget) the decoder forward and the sampling statistics are compiled apart. AR decoding compiles its
+    one-token encoder pass."""
     from torch._dynamo.utils import counters
 
+    import dgemma.engine
     import dgemma.model
     model = DiffusionGemma.from_pretrained(checkpoint, dtype=torch.float64)
     prompt = torch.randint(3, 128, (2, 13), generator=torch.Generator().manual_seed(5))
@@ -270,22 +273,29 @@ def test_compiled_decoder_gives_the_same_tokens_with_one_graph_per_input_kind(ch
                     entropy_bound=5.0, eos_token_id=[127], attention_mask=mask)
     torch._dynamo.reset()
     graphs = counters["stats"]["unique_graphs"]
-    for seed, dense_flops in ((0, dgemma.model.DENSE_EXPERT_FLOPS), (1, 0.0)):
+    dense = dgemma.model.DENSE_EXPERT_FLOPS
+    for seed, dense_flops, whole_step in ((0, dense, True), (1, 0.0, True), (2, dense, False)):
         monkeypatch.setattr(dgemma.model, "DENSE_EXPERT_FLOPS", dense_flops)
+        monkeypatch.setattr(dgemma.engine, "CHUNK_BYTES", dgemma.sampling.CHUNK_BYTES if whole_step else 0)
         eager = model.generate(prompt, seed=seed, **settings)
         compiled = model.generate(prompt, seed=seed, compile=True, **settings)
         assert torch.equal(eager.sequences, compiled.sequences), f"seed {seed}"
         assert eager.steps_per_canvas == compiled.steps_per_canvas and len(eager.steps_per_canvas) == 3
         assert torch.equal(eager.decoder_passes, compiled.decoder_passes)
-    assert (eager.decoder_passes < 30).all()  # rows stopped early and kept their state while the other ran on
-    assert counters["stats"]["unique_graphs"] - graphs == 5
+        assert (eager.decoder_passes < 30).all()  # rows stopped early and kept their state while the other ran on
+    # 2 x (2 whole steps + 1 commit) + 2 decoder forwards + 1 sampling (the commit graph is reused)
+    assert counters["stats"]["unique_graphs"] - graphs == 9
+    ar = dgemma.engine.Engine(model).generate_ar(prompt, 12, attention_mask=mask, eos_token_id=(127,))
+    ar_compiled = dgemma.engine.Engine(model, compile=True).generate_ar(prompt, 12, attention_mask=mask,
+                                                                        eos_token_id=(127,))
+    assert torch.equal(ar.sequences, ar_compiled.sequences)
 
 
 @pytest.mark.parametrize("prompt_length, room", [(3, 8), (3, 16), (20, 16)])
-def test_static_decoder_step_matches_the_growing_one(checkpoint, prompt_length, room):
-    """denoise_static (what the compiled engine runs) against denoise in float64, left padding included: with
-    the sliding window gathered (starting before slot 0, or not), and over the whole cache when the window
-    would not be smaller."""
+def test_static_passes_match_the_growing_ones(checkpoint, prompt_length, room):
+    """denoise_static and encode_static (what the compiled engine runs) against denoise and encode in float64,
+    left padding included: with the sliding window gathered (starting before slot 0, or not), and over the
+    whole cache when the window would not be smaller. The encoder's window slides with each query."""
     model = DiffusionGemma.from_pretrained(checkpoint, dtype=torch.float64)
     g = torch.Generator().manual_seed(prompt_length)
     prompt = torch.randint(3, 128, (2, prompt_length), generator=g)
@@ -299,6 +309,16 @@ def test_static_decoder_step_matches_the_growing_one(checkpoint, prompt_length, 
         growing = model.denoise(canvas, cache, self_conditioning_embeds=soft)
         static = model.denoise_static(canvas, cache, torch.tensor(cache.length), soft)
     torch.testing.assert_close(static, growing, rtol=0, atol=1e-9)
+
+    other = model.new_cache(2, prompt_length + room)
+    model.encode(prompt, other, mask)
+    with torch.no_grad():
+        growing = model.encode(canvas, cache)
+        start, _ = other.append_slots(canvas.shape[1])
+        static = model.encode_static(canvas, other, torch.tensor(start))
+    torch.testing.assert_close(static, growing, rtol=0, atol=1e-9)
+    for a, b in zip(cache.keys + cache.values, other.keys + other.values):
+        torch.testing.assert_close(b[:, :, :other.length], a[:, :, :cache.length], rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])

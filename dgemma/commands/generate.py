@@ -280,8 +280,8 @@ def register(sub) -> None:
                        "live; --quiet prints only the text, --json a machine-readable record.")
     p.add_argument("prompt", help="text to continue")
     p.add_argument("--compile", action="store_true",
-                   help="compile the decoder (torch.compile; CUDA graphs on GPU): pays off on long or repeated "
-                   "generations, the first canvas pays for compilation")
+                   help="compile the denoising step and the canvas commits (torch.compile; CUDA graphs on GPU): "
+                   "pays off on long or repeated generations, the first canvas pays for compilation")
     add_model_args(p)
     add_sampling_args(p)
     add_output_args(p)
