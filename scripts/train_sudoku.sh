@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Reproduce the bundled sudoku model (issue #5): block-diffusion training of a 3.5M-parameter MoE model on
-# generated puzzles (5000-puzzle pool, augmented on the fly by grid symmetries), one thread.
+# generated puzzles (5000-puzzle pool, augmented on the fly by grid symmetries). The bundled model is three runs
+# of this script, 178 minutes of wall time on a 2-core CPU in all (checkpoints in runs/sudoku):
+#   bash scripts/train_sudoku.sh                                                   # steps 0-3000, 1 thread, 125 min
+#   STEPS=8000 bash scripts/train_sudoku.sh --resume --threads 2 --stop-after 4194  # 30 min
+#   STEPS=5150 bash scripts/train_sudoku.sh --resume --threads 2                    # to 5150, 23 min
+# (the last run shortens the learning-rate schedule so it decays to its floor by step 5150; a later --threads
+# overrides the one below, as argparse keeps the last value).
 # The AR-trained baseline of the same size and compute (next-token loss only, cheaper steps, so more of them in
-# the same time): OUT=runs/sudoku-ar EXPORT=runs/sudoku-ar/export STEPS=4700 bash scripts/train_sudoku.sh \
-#   --decoder-loss-weight 0
-# Both ran side by side, one core each, on a 2-core CPU.
+# the same time): 121 min on 1 thread beside the first run, then 55 min on 2 threads (175 min in all):
+#   OUT=runs/sudoku-ar EXPORT=runs/sudoku-ar/export STEPS=4700 bash scripts/train_sudoku.sh --decoder-loss-weight 0
+#   OUT=runs/sudoku-ar EXPORT=runs/sudoku-ar/export STEPS=8700 bash scripts/train_sudoku.sh \
+#     --decoder-loss-weight 0 --resume --threads 2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MC='{"vocab_size":832,"hidden_size":128,"intermediate_size":256,"num_layers":6,"num_heads":4,"num_kv_heads":2,"head_dim":32,"global_head_dim":64,"num_global_kv_heads":1,"sliding_window":256,"layer_types":["sliding_attention","sliding_attention","full_attention","sliding_attention","sliding_attention","full_attention"],"num_experts":8,"top_k_experts":2,"moe_intermediate_size":128,"canvas_length":81,"max_position_embeddings":512}'
