@@ -120,10 +120,13 @@ def advance(cfg: GenerationConfig, step: int, stats: StepStats, current: torch.T
     sequence ended before this canvas. Returns accept, current, argmax, soft, history, finished and passes
     (decoder passes per row, this one counted). Compiling it was tried: at small shapes its guard check costs
     what the eager ops do."""
-    if fixed is not None:  # clamped positions are known: zero entropy, always kept, never resampled
+    if fixed is not None:  # clamped positions are known: zero entropy, never resampled, and no sampler's choice
         stats = StepStats(torch.where(fixed, current, stats.sampled), torch.where(fixed, current, stats.argmax),
-                          stats.entropy.masked_fill(fixed, 0.0), stats.logp_sampled, stats.soft)
+                          stats.entropy.masked_fill(fixed, 0.0), stats.logp_sampled.masked_fill(fixed, -math.inf),
+                          stats.soft)
     accept = cfg.sampler.accept(stats, step, cfg.max_denoising_steps)
+    if fixed is not None:  # kept whatever the sampler chose (a confidence or top-k rule may not pick them)
+        accept = accept | fixed
     hold = finished[:, None]
     new_current = torch.where(hold, current, torch.where(accept, stats.sampled, noise))
     new_argmax = torch.where(hold, argmax, stats.argmax)

@@ -85,14 +85,18 @@ def test_left_padded_rows_match_rows_run_alone(checkpoint):
             torch.testing.assert_close(batched2[i:i + 1], alone2, atol=2e-5, rtol=1e-5)
 
 
-def test_clamped_positions_never_change(checkpoint):
+@pytest.mark.parametrize("sampler", ["entropy", "confidence", "topk"])
+def test_clamped_positions_never_change(checkpoint, sampler):
+    """Whatever the sampler would choose, clamped positions are kept (a random model is never confident enough
+    for the confidence sampler, and the top-k schedule keeps one position at its first step)."""
     model = DiffusionGemma.from_pretrained(checkpoint)
     canvas = torch.randint(3, 128, (2, 8), generator=torch.Generator().manual_seed(4))
     clamp = torch.zeros(2, 8, dtype=torch.bool)
     clamp[:, 5:] = True
     clamp[1, 0] = True
     events = list(model.generate(torch.randint(3, 128, (2, 6)), max_new_tokens=8, max_denoising_steps=12, seed=0,
-                                 canvas=canvas, clamp=clamp, eos_token_id=[127], stream=True))
+                                 canvas=canvas, clamp=clamp, eos_token_id=[127], stream=True, sampler=sampler,
+                                 tau=0.999))
     steps = [e for e in events if isinstance(e, StepEvent)]
     assert len(steps) >= 2
     for e in steps:
