@@ -207,13 +207,25 @@ class Engine:
                 return stats
         return step_stats(logits, gen, emb_w, emb_scale, active, cfg.top_k, cfg.top_p)
 
+    def prefill(self, input_ids: torch.Tensor, cache, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode a prompt into the cache; returns its hidden states. Compiled and unpadded: the first P mod L
+        tokens eagerly, then canvas-sized chunks through the commit graph (causal attention makes the split
+        exact up to rounding), so prompts of any length share one graph."""
+        if self.static_encode is None or attention_mask is not None:
+            return self.model.encode(input_ids, cache, attention_mask)
+        L, P = self.model.config.canvas_length, input_ids.shape[1]
+        head = P % L
+        parts = [self.model.encode(input_ids[:, :head], cache)] if head else []
+        parts += [self.append(input_ids[:, i:i + L], cache) for i in range(head, P, L)]
+        return torch.cat(parts, dim=1)
+
     def append(self, tokens: torch.Tensor, cache) -> torch.Tensor:
         """One encoder pass appends (B, n) unpadded tokens (a finished canvas, an AR token) to the cache and
         returns their hidden states; compiled, one graph per n for every position in the cache."""
         if self.static_encode is None:
             return self.model.encode(tokens, cache)
-        start, _ = cache.append_slots(tokens.shape[1])
-        return self.static_encode(tokens, cache, torch.tensor(start, device=cache.device))
+        start, _ = cache.append_slots(tokens.shape[1])  # contiguous: a graph is specialised on strides too
+        return self.static_encode(tokens.contiguous(), cache, torch.tensor(start, device=cache.device))
 
     def check_inputs(self, input_ids, attention_mask, cfg: GenerationConfig):
         model = self.model
@@ -271,7 +283,7 @@ class Engine:
         finished_seq = torch.zeros(B, dtype=torch.bool, device=dev)
         passes = torch.zeros(B, dtype=torch.long, device=dev)
         steps_per_canvas = []
-        model.encode(input_ids, cache, attention_mask)
+        self.prefill(input_ids, cache, attention_mask)
         for c in range(n_canvases):
             current = torch.randint(0, V, (B, L), device=dev, generator=gen)  # drawn even when a canvas is given
             fixed = None
@@ -416,7 +428,7 @@ class Engine:
         eos = torch.tensor(eos_token_id, dtype=torch.long, device=model.device)
         out = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=model.device)
         done = torch.zeros(B, dtype=torch.bool, device=model.device)
-        hidden = model.encode(input_ids, cache, attention_mask)[:, -1:]
+        hidden = self.prefill(input_ids, cache, attention_mask)[:, -1:]
         for i in range(max_new_tokens):
             logits = model.logits(hidden)[:, -1]
             if temperature > 0:

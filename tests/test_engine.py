@@ -278,21 +278,25 @@ def test_compiled_engine_gives_the_same_tokens_with_one_graph_per_input_kind(che
     torch._dynamo.reset()
     graphs = counters["stats"]["unique_graphs"]
     dense = dgemma.model.DENSE_EXPERT_FLOPS
-    for seed, dense_flops, whole_step in ((0, dense, True), (1, 0.0, True), (2, dense, False)):
+    for seed, dense_flops, whole_step, padded in ((0, dense, True, True), (1, 0.0, True, True),
+                                                  (2, dense, False, True), (3, dense, True, False)):
         monkeypatch.setattr(dgemma.model, "DENSE_EXPERT_FLOPS", dense_flops)
         monkeypatch.setattr(dgemma.engine, "CHUNK_BYTES", dgemma.sampling.CHUNK_BYTES if whole_step else 0)
+        settings["attention_mask"] = mask if padded else None  # unpadded: the prompt is prefilled in chunks too
         eager = model.generate(prompt, seed=seed, **settings)
         compiled = model.generate(prompt, seed=seed, compile=True, **settings)
         assert torch.equal(eager.sequences, compiled.sequences), f"seed {seed}"
         assert eager.steps_per_canvas == compiled.steps_per_canvas and len(eager.steps_per_canvas) == 3
         assert torch.equal(eager.decoder_passes, compiled.decoder_passes)
         assert (eager.decoder_passes < 30).all()  # rows stopped early and kept their state while the other ran on
-    # 2 x (2 whole steps + 1 commit) + 2 decoder forwards + 1 sampling (the commit graph is reused)
+    # 2 x (2 whole steps + 1 commit) + 2 decoder forwards + 1 sampling (the commit graph is reused, also for
+    # the prompt's canvas-sized chunks)
     assert counters["stats"]["unique_graphs"] - graphs == 9
-    ar = dgemma.engine.Engine(model).generate_ar(prompt, 12, attention_mask=mask, eos_token_id=(127,))
-    ar_compiled = dgemma.engine.Engine(model, compile=True).generate_ar(prompt, 12, attention_mask=mask,
-                                                                        eos_token_id=(127,))
-    assert torch.equal(ar.sequences, ar_compiled.sequences)
+    for m in (mask, None):
+        ar = dgemma.engine.Engine(model).generate_ar(prompt, 12, attention_mask=m, eos_token_id=(127,))
+        ar_compiled = dgemma.engine.Engine(model, compile=True).generate_ar(prompt, 12, attention_mask=m,
+                                                                            eos_token_id=(127,))
+        assert torch.equal(ar.sequences, ar_compiled.sequences)
 
 
 @pytest.mark.parametrize("prompt_length, room", [(3, 8), (3, 16), (20, 16)])
