@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .model import DiffusionGemma
-from .sampling import (CHUNK_BYTES, EntropyBoundSampler, Sampler, StepStats, chunk_stats, compiled_chunk_stats,
-                       draw_uniforms, step_stats, uniform_sampling, whole_step_stats)
+from .sampling import (EntropyBoundSampler, Sampler, StepStats, chunk_stats, compiled_chunk_stats, draw_uniforms,
+                       fits_one_draw, step_stats, whole_step_stats)
 
 
 @dataclass
@@ -118,8 +118,8 @@ def advance(cfg: GenerationConfig, step: int, stats: StepStats, current: torch.T
     """One denoising step's change of state: clamp the given positions, let the sampler choose the samples to
     keep, renoise the rest, hold rows that are finished, then update stability and stopping. `done`: rows whose
     sequence ended before this canvas. Returns accept, current, argmax, soft, history, finished and passes
-    (decoder passes per row, this one counted). Compiling it was tried: at small shapes its guard check costs
-    what the eager ops do."""
+    (decoder passes per row, this one counted). Eager on its own (compiled alone, its guard check cost what the
+    eager ops do at small shapes); inside `whole_step` it is part of the step's graph."""
     if fixed is not None:  # clamped positions are known: zero entropy, never resampled, and no sampler's choice
         stats = StepStats(torch.where(fixed, current, stats.sampled), torch.where(fixed, current, stats.argmax),
                           stats.entropy.masked_fill(fixed, 0.0), stats.logp_sampled.masked_fill(fixed, -math.inf),
@@ -295,9 +295,9 @@ class Engine:
             active = (~finished).tolist()
             history = torch.full((max(cfg.stability_threshold, 1), B, L), -1, dtype=torch.long, device=dev)
             steps = 0
-            start = None if self.static_denoise is None else torch.tensor(cache.length, device=dev)  # compiled: a tensor
+            start = None if self.static_denoise is None else torch.tensor(cache.length, device=dev)  # 0-d, compiled
             whole = (self.whole_step is not None and cfg.top_k is None and cfg.top_p is None
-                     and not cfg.sampler.uses_step and B * L * V * 8 <= CHUNK_BYTES and uniform_sampling(gen))
+                     and not cfg.sampler.uses_step and fits_one_draw(B * L, V, gen))
             for step in range(cfg.max_denoising_steps, 0, -1):
                 steps += 1
                 if whole:  # compiled, the step in one graph: the random draws first, in the reference's order

@@ -48,6 +48,11 @@ def uniform_sampling(generator: torch.Generator) -> bool:
     return generator.device.type == "cpu" and _fast_multinomial_ok()
 
 
+def fits_one_draw(rows: int, V: int, generator: torch.Generator) -> bool:
+    """Whether a step's samples can come from one up-front draw of (rows, V) float64 uniforms within a chunk."""
+    return rows * V * 8 <= CHUNK_BYTES and uniform_sampling(generator)
+
+
 def chunk_stats(chunk: torch.Tensor, u: torch.Tensor | None, generator: torch.Generator | None,
                 embed_weight: torch.Tensor | None, embed_scale: torch.Tensor | None):
     """(n, V) processed logits -> a sample (n,), its log-probability (n,), the entropy (n,) and the soft
@@ -159,7 +164,7 @@ def whole_step_stats(processed: torch.Tensor, generator: torch.Generator, embed_
     """`step_stats` for every row at once through `stats_fn` (a compiled `chunk_stats`), when the step's
     uniforms fit in one chunk (small vocabularies); None when they do not, or the device draws differently."""
     A, L, V = processed.shape
-    if A * L * V * 8 > CHUNK_BYTES or not uniform_sampling(generator):
+    if not fits_one_draw(A * L, V, generator):
         return None
     u = draw_uniforms((A * L, V), generator)
     sampled, logp, entropy, soft = stats_fn(processed.view(A * L, V), u, None, embed_weight, embed_scale)

@@ -262,8 +262,8 @@ def test_compiled_engine_gives_the_same_tokens_with_one_graph_per_input_kind(che
     """Engine(compile=True) against the eager engine in float64: the same tokens over left padding, early stops
     and three canvases, for both expert paths (dense in the graph, and routed through the opaque expert op), and
     no recompilation as the cache grows. On CPU with a small vocabulary a whole step is one graph (one without
-    self-conditioning, one with) and the canvas commits another; with a large vocabulary (here: a zero chunk
-    budget) the decoder forward and the sampling statistics are compiled apart. AR decoding compiles its
+    self-conditioning, one with) and the canvas commits another; without it (CUDA, or here: the whole-step
+    graph withheld) the decoder forward and the sampling statistics are compiled apart. AR decoding compiles its
     one-token encoder pass."""
     from torch._dynamo.utils import counters
 
@@ -277,11 +277,11 @@ def test_compiled_engine_gives_the_same_tokens_with_one_graph_per_input_kind(che
                     entropy_bound=5.0, eos_token_id=[127], attention_mask=mask)
     torch._dynamo.reset()
     graphs = counters["stats"]["unique_graphs"]
-    dense = dgemma.model.DENSE_EXPERT_FLOPS
+    dense, real_whole_step = dgemma.model.DENSE_EXPERT_FLOPS, dgemma.engine.compiled_whole_step
     for seed, dense_flops, whole_step, padded in ((0, dense, True, True), (1, 0.0, True, True),
                                                   (2, dense, False, True), (3, dense, True, False)):
         monkeypatch.setattr(dgemma.model, "DENSE_EXPERT_FLOPS", dense_flops)
-        monkeypatch.setattr(dgemma.engine, "CHUNK_BYTES", dgemma.sampling.CHUNK_BYTES if whole_step else 0)
+        monkeypatch.setattr(dgemma.engine, "compiled_whole_step", real_whole_step if whole_step else lambda: None)
         settings["attention_mask"] = mask if padded else None  # unpadded: the prompt is prefilled in chunks too
         eager = model.generate(prompt, seed=seed, **settings)
         compiled = model.generate(prompt, seed=seed, compile=True, **settings)

@@ -327,11 +327,9 @@ class BatchEngine:
             rc, row.step, stats, row.current, row.argmax, row.soft, row.history, no, no.long(), no, noise, row.fixed)
         done = bool(finished)
         if self.lock_after > 0 and not done and row.step > 1:
-            # lockable: kept by the sampler this step, or argmax unchanged for lock_after steps (or clamped)
+            # lockable: kept this step (clamped positions always are), or argmax unchanged for lock_after steps
             row.same = torch.where(new_argmax == row.argmax, row.same + 1, 0)
             lockable = accept | (row.same >= self.lock_after)
-            if row.fixed is not None:
-                lockable |= row.fixed
             n = int(lockable[0].long().cumprod(0).sum())
             if row.req.suffix is not None:  # infill: only the gap is output
                 n = min(n, row.cfg.max_new_tokens)
