@@ -94,12 +94,13 @@ class InfillOutput:
 INFILL_GAPS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 255)
 
 
-def temperature_at(cfg: GenerationConfig, step: int) -> torch.Tensor | float:
-    """The reference computes the schedule in float32 tensor arithmetic; so do we, for identical logits."""
+def temperature_at(cfg: GenerationConfig, step) -> torch.Tensor:
+    """The temperature at step `step` (an int, or an int tensor of steps) as a float32 tensor. The reference
+    computes the schedule in float32 tensor arithmetic; so do we, for identical logits."""
+    step = torch.as_tensor(step, dtype=torch.int32)
     if cfg.temperature is not None:
-        return cfg.temperature
-    frac = torch.tensor(step, dtype=torch.int32) / cfg.max_denoising_steps
-    return cfg.t_min + (cfg.t_max - cfg.t_min) * frac
+        return torch.full(step.shape, cfg.temperature)
+    return cfg.t_min + (cfg.t_max - cfg.t_min) * (step / cfg.max_denoising_steps)
 
 
 def seeded_generator(seed: int | None, device) -> torch.Generator:
@@ -123,7 +124,7 @@ def advance(cfg: GenerationConfig, step: int, stats: StepStats, current: torch.T
     if fixed is not None:  # clamped positions are known: zero entropy, never resampled, and no sampler's choice
         stats = StepStats(torch.where(fixed, current, stats.sampled), torch.where(fixed, current, stats.argmax),
                           stats.entropy.masked_fill(fixed, 0.0), stats.logp_sampled.masked_fill(fixed, -math.inf),
-                          stats.soft)
+                          stats.soft, fixed)
     accept = cfg.sampler.accept(stats, step, cfg.max_denoising_steps)
     if fixed is not None:  # kept whatever the sampler chose (a confidence or top-k rule may not pick them)
         accept = accept | fixed
@@ -274,6 +275,7 @@ class Engine:
                 torch._dynamo.mark_static_address(t)
         dev = model.device
         gen = seeded_generator(seed, self.model.device)
+        temperatures = temperature_at(cfg, torch.arange(cfg.max_denoising_steps + 1)).to(dev)  # [step], made once
         eos = torch.tensor(cfg.eos_token_id, dtype=torch.long, device=dev)
         if canvas is not None:
             canvas = torch.as_tensor(canvas, device=dev, dtype=torch.long).expand(B, L).clone()
@@ -304,7 +306,7 @@ class Engine:
                     u = draw_uniforms((B * L, V), gen)
                     noise = torch.randint(0, V, (B, L), device=dev, generator=gen)
                     accept, current, argmax, soft, history, finished, passes = self.whole_step(
-                        model, cfg, torch.as_tensor(temperature_at(cfg, step)), current, cache, start, soft, u,
+                        model, cfg, temperatures[step], current, cache, start, soft, u,
                         noise, argmax, history, finished, passes, finished_seq, fixed)
                 else:
                     if self.static_denoise is not None:  # compiled: every row, one shape
@@ -318,7 +320,7 @@ class Engine:
                         else:
                             logits = self.denoise(current[rows], sub_cache,
                                                   self_conditioning_embeds=None if soft is None else soft[rows])
-                    logits.div_(temperature_at(cfg, step))
+                    logits.div_(temperatures[step])
                     stats = self.sample_stats(logits, gen, cfg, None if rows is None else active)
                     del logits
                     if rows is not None:

@@ -537,7 +537,7 @@ class DiffusionGemma(nn.Module):
                                t_max=t_max, temperature=temperature, top_k=top_k, top_p=top_p,
                                stability_threshold=stability_threshold, confidence_threshold=confidence_threshold,
                                eos_token_id=eos, pad_token_id=pad_token_id, skip_finished_rows=skip_finished_rows,
-                               sampler=make_sampler(sampler, self.config.canvas_length, entropy_bound, tau))
+                               sampler=make_sampler(sampler, entropy_bound, tau))
         events = Engine(self, compile=compile).stream(input_ids, cfg, seed=seed, attention_mask=attention_mask,
                                                       canvas=canvas, clamp=clamp)
         if stream:

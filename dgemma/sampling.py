@@ -81,6 +81,7 @@ class StepStats:
     entropy: torch.Tensor  # (B, L) float32, entropy of the processed distribution
     logp_sampled: torch.Tensor  # (B, L) float32, log-probability of the sampled token
     soft: torch.Tensor | None  # (B, L, H) self-conditioning soft embeddings for the next step
+    fixed: torch.Tensor | None = None  # (B, L) clamped positions (kept whatever a sampler chooses), if any
 
     def scatter_rows(self, index: torch.Tensor, batch: int) -> "StepStats":
         """Stats of a sub-batch placed at rows `index` of a batch of `batch` rows (other rows zero)."""
@@ -216,25 +217,31 @@ class ConfidenceSampler(Sampler):
 
 @dataclass
 class TopKScheduleSampler(Sampler):
-    """Keep the k lowest-entropy positions, k growing linearly so the whole canvas is kept at the last step."""
+    """Keep the k lowest-entropy free positions, k growing linearly so that every free position is kept at the
+    last step. Clamped positions do not count: with 30 givens on an 81-cell canvas the schedule spreads the 51
+    free cells over the steps, rather than spending its first steps on cells that are kept anyway."""
 
-    canvas_length: int = 256
     uses_step = True
 
     def accept(self, stats, step, num_steps):
-        k = math.ceil(self.canvas_length * (num_steps - step + 1) / num_steps)
-        order = torch.argsort(stats.entropy, dim=-1)[:, :k]
-        return torch.zeros_like(stats.entropy, dtype=torch.bool).scatter(-1, order, True)
+        B, L = stats.entropy.shape
+        entropy, free = stats.entropy, torch.full((B, 1), L, device=stats.entropy.device)
+        if stats.fixed is not None:
+            entropy = entropy.masked_fill(stats.fixed, math.inf)  # ranked after every free position
+            free = (~stats.fixed).sum(-1, keepdim=True)
+        k = (free * (num_steps - step + 1) + num_steps - 1) // num_steps  # ceil(free * done / num_steps), (B, 1)
+        keep = torch.arange(L, device=entropy.device) < k  # (B, L) in entropy order
+        return torch.zeros_like(keep).scatter(-1, torch.argsort(entropy, dim=-1), keep)
 
 
 SAMPLERS = {"entropy": EntropyBoundSampler, "confidence": ConfidenceSampler, "topk": TopKScheduleSampler}
 
 
-def make_sampler(name: str, canvas_length: int, entropy_bound: float = 0.1, tau: float = 0.9) -> Sampler:
+def make_sampler(name: str, entropy_bound: float = 0.1, tau: float = 0.9) -> Sampler:
     if name == "entropy":
         return EntropyBoundSampler(entropy_bound)
     if name == "confidence":
         return ConfidenceSampler(tau)
     if name == "topk":
-        return TopKScheduleSampler(canvas_length)
+        return TopKScheduleSampler()
     raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")

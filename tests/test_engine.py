@@ -145,10 +145,20 @@ def test_confidence_sampler_rule():
 
 def test_topk_schedule_keeps_growing_prefix():
     stats = stats_from_entropy([[0.5, 0.1, 0.9, 0.3]])
-    sampler = TopKScheduleSampler(canvas_length=4)
+    sampler = TopKScheduleSampler()
     assert sampler.accept(stats, 4, 4).tolist() == [[False, True, False, False]]
     assert sampler.accept(stats, 2, 4).tolist() == [[True, True, False, True]]
     assert sampler.accept(stats, 1, 4).all()
+
+
+def test_topk_schedule_counts_only_free_positions():
+    # row 0: positions 0 and 2 clamped (entropy 0, as the engine sets them), free ones 0.5 and 0.3; row 1 all free
+    stats = stats_from_entropy([[0.0, 0.5, 0.0, 0.3], [0.4, 0.2, 0.6, 0.1]])
+    stats.fixed = torch.tensor([[True, False, True, False], [False] * 4])
+    sampler = TopKScheduleSampler()
+    # first of 2 steps: half the free positions each, the lowest-entropy free ones, never a clamped one
+    assert sampler.accept(stats, 2, 2).tolist() == [[False, False, False, True], [False, True, False, True]]
+    assert sampler.accept(stats, 1, 2).tolist() == [[False, True, False, True], [True] * 4]
 
 
 def test_step_stats_match_a_direct_computation():

@@ -55,9 +55,10 @@ def test_both_methods_answer_every_cell_position(model_dir):
     for method in ("diffusion", "ar"):
         answers, tpf = solve_batch(model, puzzles, method, steps=4)
         assert len(answers) == 3 and all(len(a) == 81 for a in answers) and len(tpf) == 3
-    answers, _ = solve_batch(model, puzzles, "diffusion", clamp=True, steps=4)
-    for a, p in zip(answers, puzzles):
-        assert all(x == y for x, y in zip(a, p) if y)
+    for sampler in ("topk", "entropy", "confidence"):
+        answers, _ = solve_batch(model, puzzles, "diffusion", clamp=True, steps=4, sampler=sampler)
+        for a, p in zip(answers, puzzles):
+            assert all(x == y for x, y in zip(a, p) if y)
 
 
 def test_not_a_sudoku_model_is_rejected(tmp_path):

@@ -82,7 +82,7 @@ def generation_config(args, model: DiffusionGemma, tokenizer) -> GenerationConfi
         (d.get("sampler_config") or {}).get("entropy_bound", 0.1)
     stops = tuple(sorted(set(tokenizer.stop_ids)))
     try:
-        sampler = make_sampler(args.sampler, model.config.canvas_length, bound, args.tau)
+        sampler = make_sampler(args.sampler, bound, args.tau)
         cfg = GenerationConfig(
             max_new_tokens=args.max_new_tokens, max_denoising_steps=args.steps or d.get("max_denoising_steps", 48),
             t_min=d.get("t_min", 0.4), t_max=d.get("t_max", 0.8), temperature=args.temperature, top_k=args.top_k,

@@ -354,7 +354,7 @@ def create_app(state: ServerState) -> FastAPI:
         t_max = getattr(body, "t_max", None) or d.get("t_max", 0.8)
         if t_min > t_max:
             raise APIError(400, f"t_min ({t_min}) must not exceed t_max ({t_max})", param="t_min")
-        sampler = make_sampler(getattr(body, "sampler", None) or "entropy", eng.L,
+        sampler = make_sampler(getattr(body, "sampler", None) or "entropy",
                                getattr(body, "entropy_bound", None)
                                or (d.get("sampler_config") or {}).get("entropy_bound", 0.1),
                                getattr(body, "confidence_tau", None) or 0.9)
