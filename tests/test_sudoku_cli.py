@@ -9,7 +9,7 @@ import torch
 
 from dgemma import DiffusionGemma, get_preset
 from dgemma.tasks import sudoku as S
-from dgemma.tasks.sudoku_cli import solve_batch
+from dgemma.tasks.sudoku_cli import decoding_config, solve_batch
 
 HARD = "800000000003600000070090200050007000000045700000100030001000068008500010090000400"
 
@@ -53,10 +53,10 @@ def test_both_methods_answer_every_cell_position(model_dir):
     model = DiffusionGemma.from_pretrained(model_dir)
     puzzles = [p.puzzle for p in S.generate_dataset(3, seed=5)]
     for method in ("diffusion", "ar"):
-        answers, tpf = solve_batch(model, puzzles, method, steps=4)
+        answers, tpf = solve_batch(model, puzzles, method, cfg=decoding_config(model, steps=4))
         assert len(answers) == 3 and all(len(a) == 81 for a in answers) and len(tpf) == 3
     for sampler in ("topk", "entropy", "confidence"):
-        answers, _ = solve_batch(model, puzzles, "diffusion", clamp=True, steps=4, sampler=sampler)
+        answers, _ = solve_batch(model, puzzles, "diffusion", clamp=True, cfg=decoding_config(model, 4, sampler))
         for a, p in zip(answers, puzzles):
             assert all(x == y for x, y in zip(a, p) if y)
 
@@ -85,7 +85,23 @@ def test_eval_compares_methods_on_the_same_puzzles_and_saves_one_table(model_dir
     (["--eval", "0"], "positive number of puzzles"),
     (["--eval", "2", HARD], "not both"),
     (["--ar-model", ".", HARD], "baseline for --eval"),
+    (["--split", "validation", HARD], "use it with --eval N"),
+    (["--steps", "0", HARD], "max_denoising_steps must be a positive integer"),
 ])
 def test_flag_misuse_fails_with_one_line(model_dir, args, message):
     run = dgemma(*args, "--model", str(model_dir))
     assert run.returncode == 2 and message in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+def test_decoding_settings_come_from_the_checkpoint_unless_overridden(model_dir, tmp_path):
+    import shutil
+    shutil.copytree(model_dir, tmp_path / "m")
+    path = tmp_path / "m" / "generation_config.json"
+    gc = json.loads(path.read_text())
+    path.write_text(json.dumps({**gc, "t_min": 1.5, "t_max": 2.0, "max_denoising_steps": 30}))
+    model = DiffusionGemma.from_pretrained(tmp_path / "m")
+    cfg = decoding_config(model)
+    assert (cfg.t_min, cfg.t_max, cfg.max_denoising_steps, cfg.eos_token_id) == (1.5, 2.0, 30, ())
+    cfg = decoding_config(model, steps=8, sampler="entropy", t_min=0.3, t_max=0.6)
+    assert (cfg.t_min, cfg.t_max, cfg.max_denoising_steps, type(cfg.sampler).__name__) == (
+        0.3, 0.6, 8, "EntropyBoundSampler")

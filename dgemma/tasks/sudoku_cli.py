@@ -16,7 +16,7 @@ from . import sudoku as S
 
 BUNDLED = Path(__file__).resolve().parent.parent / "assets" / "sudoku"
 METHODS = ("diffusion", "ar")  # block diffusion; left-to-right decoding of the same checkpoint's encoder
-EVAL_SEED = 1_000_003  # training data uses other seeds
+EVAL_SEEDS = {"test": 1_000_003, "validation": 2_000_003}  # (+1 for search puzzles) training data uses others
 
 
 def load_model(path: str | None) -> DiffusionGemma:
@@ -30,29 +30,44 @@ def load_model(path: str | None) -> DiffusionGemma:
     return model
 
 
+def decoding_config(model: DiffusionGemma, steps: int | None = None, sampler: str = "topk",
+                    t_min: float | None = None, t_max: float | None = None) -> GenerationConfig:
+    """Block-diffusion settings for an 81-cell answer: the checkpoint's generation_config.json (steps and
+    temperature schedule; the bundled model's were chosen on validation puzzles) unless overridden. The top-k
+    schedule sampler is the default: it solves the most validation puzzles."""
+    d = getattr(model, "generation_defaults", {})
+    # no stop tokens: the answer is exactly one 81-token canvas, and a stray EOS must not wipe the cells after it
+    steps = d.get("max_denoising_steps", 48) if steps is None else steps
+    return GenerationConfig(max_new_tokens=81, max_denoising_steps=steps,
+                            t_min=d.get("t_min", 0.4) if t_min is None else t_min,
+                            t_max=d.get("t_max", 0.8) if t_max is None else t_max,
+                            eos_token_id=(), pad_token_id=S.PAD, sampler=make_sampler(sampler))
+
+
 def solve_batch(model: DiffusionGemma, puzzles: list[list[int]], method: str, clamp: bool = True,
-                steps: int = 48, seed: int = 0, on_step=None,
-                sampler: str = "topk") -> tuple[list[list[int]], list[float]]:
-    """Model answers (81 digits each, 0 where no digit) and tokens per forward per puzzle. `sampler`: the
-    acceptance rule (`dgemma.sampling.SAMPLERS`); the top-k schedule solves the most held-out puzzles."""
+                cfg: GenerationConfig | None = None, seed: int = 0,
+                on_step=None) -> tuple[list[list[int]], list[float]]:
+    """Model answers (81 digits each, 0 where no digit) and tokens per forward per puzzle. `cfg`: the diffusion
+    settings (default `decoding_config(model)`); AR decoding is greedy."""
     prompts = torch.tensor([S.encode_prompt(p) for p in puzzles])
     engine = Engine(model)
-    stops = ()  # the answer is exactly one 81-token canvas: a stray EOS must not wipe the cells after it
     if method == "ar":
-        out = engine.generate_ar(prompts, max_new_tokens=81, eos_token_id=stops, pad_token_id=S.PAD)
+        out = engine.generate_ar(prompts, max_new_tokens=81, eos_token_id=(), pad_token_id=S.PAD)
     else:
         canvas = mask = None
         if clamp:
             pairs = [S.clamp_canvas(p) for p in puzzles]
             canvas = torch.tensor([c for c, _ in pairs])
             mask = torch.tensor([m for _, m in pairs])
-        cfg = GenerationConfig(max_new_tokens=81, max_denoising_steps=steps, eos_token_id=stops, pad_token_id=S.PAD,
-                               sampler=make_sampler(sampler))
-        for out in engine.stream(prompts, cfg, seed=seed, canvas=canvas, clamp=mask):
+        for out in engine.stream(prompts, cfg or decoding_config(model), seed=seed, canvas=canvas, clamp=mask):
             if on_step and isinstance(out, StepEvent):
                 on_step(out)
     answers = [S.decode_solution(row[-81:].tolist()) for row in out.sequences]
     return answers, out.tokens_per_forward.tolist()
+
+
+def args_config(model: DiffusionGemma, args) -> GenerationConfig:
+    return decoding_config(model, args.steps, args.sampler, args.t_min, args.t_max)
 
 
 def run_solve(args) -> int:
@@ -66,8 +81,8 @@ def run_solve(args) -> int:
             grid = S.decode_solution(event.draft[0].tolist())
             print(f"step {event.step} ({int(event.accepted[0].sum())} cells accepted)\n{S.format_grid(grid)}\n",
                   flush=True)
-    answers, tpf = solve_batch(model, [puzzle], args.method or "diffusion", not args.no_clamp, args.steps,
-                               args.seed or 0, show, args.sampler)
+    answers, tpf = solve_batch(model, [puzzle], args.method or "diffusion", not args.no_clamp,
+                               args_config(model, args), args.seed or 0, show)
     answer = answers[0]
     valid = S.is_valid_solution(answer, puzzle)
     if args.json:
@@ -79,19 +94,20 @@ def run_solve(args) -> int:
     return 0 if valid or not args.verify else 1
 
 
-def eval_puzzles(n: int, kind: str) -> list:
-    """The held-out puzzles of a difficulty bucket: seeds the training data never uses, the same for every method."""
-    return S.generate_dataset(n, seed=EVAL_SEED + (kind == "search"), kind=kind)
+def eval_puzzles(n: int, kind: str, split: str = "test") -> list:
+    """The held-out puzzles of a difficulty bucket, the same for every method: seeds the training data never
+    uses, one pair for the test set and one for validation (where decoding settings are chosen)."""
+    return S.generate_dataset(n, seed=EVAL_SEEDS[split] + (kind == "search"), kind=kind)
 
 
-def evaluate(model: DiffusionGemma, method: str, puzzles: list, kind: str, clamp: bool, steps: int,
-             batch: int, sampler: str = "topk") -> dict:
+def evaluate(model: DiffusionGemma, method: str, puzzles: list, kind: str, clamp: bool, cfg: GenerationConfig,
+             batch: int) -> dict:
     from tqdm import tqdm
     n = len(puzzles)
     solved, tpf, start = 0, [], time.perf_counter()
     for i in tqdm(range(0, n, batch), desc=f"{method} {kind}", unit="batch", disable=not sys.stderr.isatty()):
         chunk = puzzles[i:i + batch]
-        answers, t = solve_batch(model, [p.puzzle for p in chunk], method, clamp, steps, seed=i, sampler=sampler)
+        answers, t = solve_batch(model, [p.puzzle for p in chunk], method, clamp, cfg, seed=i)
         solved += sum(S.is_valid_solution(a, p.puzzle) for a, p in zip(answers, chunk))
         tpf += t
     seconds = time.perf_counter() - start
@@ -110,10 +126,11 @@ def run_eval(args) -> int:
     if args.ar_model:
         runs.append((load_model(args.ar_model), "ar", "ar-trained"))
     rows = []
-    puzzles = {kind: eval_puzzles(args.eval, kind) for kind in args.kinds}
+    puzzles = {kind: eval_puzzles(args.eval, kind, args.split) for kind in args.kinds}
+    cfg = args_config(model, args)
     for m, method, label in runs:
         for kind in args.kinds:
-            row = evaluate(m, method, puzzles[kind], kind, not args.no_clamp, args.steps, args.batch, args.sampler)
+            row = evaluate(m, method, puzzles[kind], kind, not args.no_clamp, cfg, args.batch)
             row["label"] = LABELS[label]
             rows.append(row)
             print(json.dumps(row) if args.json else
@@ -132,7 +149,8 @@ def run_eval(args) -> int:
                         "solve it; search: they do not), the same puzzles for every method. The AR-trained "
                         "baseline has the same architecture and size, trained for the same time on the same data "
                         "with the next-token loss only (scripts/train_sudoku.sh --decoder-loss-weight 0). Block "
-                        f"diffusion uses the {args.sampler} sampler and at most {args.steps} denoising steps.")
+                        f"diffusion uses the {args.sampler} sampler, at most {cfg.max_denoising_steps} denoising "
+                        f"steps and temperatures {cfg.t_max} to {cfg.t_min}; AR decoding is greedy.")
     return 0
 
 
@@ -149,6 +167,8 @@ def run(args) -> int:
         return run_eval(args)
     if args.save:
         raise ValueError("--save saves an evaluation table: use it with --eval N")
+    if args.split != "test":
+        raise ValueError("--split chooses the puzzles of an evaluation: use it with --eval N")
     if not args.puzzle:
         raise ValueError("give a PUZZLE (81 characters, digits with 0 or . for blanks) or --eval N")
     return run_solve(args)
@@ -165,10 +185,15 @@ def register(sub) -> None:
                    "diffusion, and with --eval both")
     p.add_argument("--ar-model", metavar="DIR", default=None,
                    help="with --eval: also evaluate this autoregressively trained checkpoint, decoded left to right")
-    p.add_argument("--steps", type=int, default=48, help="maximum denoising steps (default 48)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="maximum denoising steps (default: the checkpoint's generation_config.json, else 48)")
+    p.add_argument("--t-min", type=float, default=None,
+                   help="temperature at the last step (default: the checkpoint's generation_config.json, else 0.4)")
+    p.add_argument("--t-max", type=float, default=None,
+                   help="temperature at the first step (default: the checkpoint's generation_config.json, else 0.8)")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default="topk",
                    help="acceptance rule: topk (a growing number of the lowest-entropy free cells per step; the "
-                   "default, it solves the most held-out puzzles), entropy (the reference's entropy bound 0.1) "
+                   "default, it solves the most validation puzzles), entropy (the reference's entropy bound 0.1) "
                    "or confidence (probability >= 0.9)")
     p.add_argument("--no-clamp", action="store_true", help="do not fix the givens on the canvas")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
@@ -178,6 +203,9 @@ def register(sub) -> None:
     p.add_argument("--eval", type=int, default=None, metavar="N", help="evaluate on N fresh puzzles per difficulty")
     p.add_argument("--kinds", nargs="+", default=list(S.KINDS), choices=S.KINDS,
                    help="difficulty buckets to evaluate (default: singles search)")
+    p.add_argument("--split", choices=sorted(EVAL_SEEDS), default="test",
+                   help="with --eval: the test puzzles (default) or the validation ones, where decoding settings "
+                   "are chosen")
     p.add_argument("--batch", type=int, default=100, help="puzzles solved side by side in --eval (default 100)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--save", metavar="NAME", default=None,
