@@ -39,6 +39,14 @@ class GenerationConfig:
     # result, which also keeps the whole batch stepping): False reproduces the reference batch for batch.
     skip_finished_rows: bool = True
 
+    @classmethod
+    def from_checkpoint(cls, defaults: dict, **fields) -> "GenerationConfig":
+        """A checkpoint's settings (`model.generation_defaults`, from its generation_config.json: steps, temperature
+        schedule, stopping thresholds), then `fields` where given (None: not given)."""
+        keys = ("max_denoising_steps", "t_min", "t_max", "stability_threshold", "confidence_threshold")
+        return cls(**{**{k: defaults[k] for k in keys if k in defaults},
+                      **{k: v for k, v in fields.items() if v is not None}})
+
     def validate(self, vocab_size: int) -> None:
         def need(cond, msg):
             if not cond:

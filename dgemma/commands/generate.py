@@ -83,11 +83,9 @@ def generation_config(args, model: DiffusionGemma, tokenizer) -> GenerationConfi
     stops = tuple(sorted(set(tokenizer.stop_ids)))
     try:
         sampler = make_sampler(args.sampler, bound, args.tau)
-        cfg = GenerationConfig(
-            max_new_tokens=args.max_new_tokens, max_denoising_steps=args.steps or d.get("max_denoising_steps", 48),
-            t_min=d.get("t_min", 0.4), t_max=d.get("t_max", 0.8), temperature=args.temperature, top_k=args.top_k,
-            top_p=args.top_p, stability_threshold=d.get("stability_threshold", 1),
-            confidence_threshold=d.get("confidence_threshold", 0.005), eos_token_id=stops,
+        cfg = GenerationConfig.from_checkpoint(
+            d, max_new_tokens=args.max_new_tokens, max_denoising_steps=args.steps or None,
+            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, eos_token_id=stops,
             pad_token_id=tokenizer.pad_id, sampler=sampler)
         cfg.validate(model.config.vocab_size)
     except ValueError as e:

@@ -358,15 +358,11 @@ def create_app(state: ServerState) -> FastAPI:
                                getattr(body, "entropy_bound", None)
                                or (d.get("sampler_config") or {}).get("entropy_bound", 0.1),
                                getattr(body, "confidence_tau", None) or 0.9)
-        gen = GenerationConfig(max_new_tokens=max_tokens,
-                               max_denoising_steps=getattr(body, "denoising_steps", None)
-                               or d.get("max_denoising_steps", 48),
-                               t_min=t_min, t_max=t_max,
-                               temperature=None if temp is None else max(temp, 1e-4),  # 0: greedy in effect
-                               top_k=body.top_k if body.top_k and body.top_k > 0 else None, top_p=body.top_p,
-                               stability_threshold=d.get("stability_threshold", 1),
-                               confidence_threshold=d.get("confidence_threshold", 0.005),
-                               eos_token_id=tuple(state.tokenizer.stop_ids) or (1,), sampler=sampler)
+        gen = GenerationConfig.from_checkpoint(
+            d, max_new_tokens=max_tokens, max_denoising_steps=getattr(body, "denoising_steps", None) or None,
+            t_min=t_min, t_max=t_max, temperature=None if temp is None else max(temp, 1e-4),  # 0: greedy in effect
+            top_k=body.top_k if body.top_k and body.top_k > 0 else None, top_p=body.top_p,
+            eos_token_id=tuple(state.tokenizer.stop_ids) or (1,), sampler=sampler)
         return SamplingParams(gen, seed=body.seed, drafts=bool(getattr(body, "drafts", False)))
 
     def run(http: HttpRequest, prompt: list[int], params: SamplingParams, stops: list[str],

@@ -35,13 +35,10 @@ def decoding_config(model: DiffusionGemma, steps: int | None = None, sampler: st
     """Block-diffusion settings for an 81-cell answer: the checkpoint's generation_config.json (steps and
     temperature schedule; the bundled model's were chosen on validation puzzles) unless overridden. The top-k
     schedule sampler is the default: it solves the most validation puzzles."""
-    d = getattr(model, "generation_defaults", {})
     # no stop tokens: the answer is exactly one 81-token canvas, and a stray EOS must not wipe the cells after it
-    steps = d.get("max_denoising_steps", 48) if steps is None else steps
-    return GenerationConfig(max_new_tokens=81, max_denoising_steps=steps,
-                            t_min=d.get("t_min", 0.4) if t_min is None else t_min,
-                            t_max=d.get("t_max", 0.8) if t_max is None else t_max,
-                            eos_token_id=(), pad_token_id=S.PAD, sampler=make_sampler(sampler))
+    return GenerationConfig.from_checkpoint(getattr(model, "generation_defaults", {}), max_new_tokens=81,
+                                            max_denoising_steps=steps, t_min=t_min, t_max=t_max, eos_token_id=(),
+                                            pad_token_id=S.PAD, sampler=make_sampler(sampler))
 
 
 def solve_batch(model: DiffusionGemma, puzzles: list[list[int]], method: str, clamp: bool = True,
