@@ -10,6 +10,7 @@ reference's order, so a seeded CPU run reproduces transformers' `generate` token
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -177,6 +178,15 @@ def compiled_whole_step():
     return _COMPILED_WHOLE_STEP
 
 
+def known_inputs(known: bool):
+    """Context for a call of a compiled function whose arguments are of the same kinds (types, settings, shapes)
+    as in an earlier call that passed dynamo's full guard check, such as the third and later steps of a canvas.
+    Only the guards that tell its compiled versions apart (tensor shapes, dtypes, whatever caused a recompile) are
+    then checked: the full check covers every attribute of the model and the settings, about 0.1 ms a call, a
+    tenth of a tiny model's step."""
+    return torch.compiler.set_stance("default", skip_guard_eval_unsafe=True) if known else contextlib.nullcontext()
+
+
 def apply_stop_tokens(canvas: torch.Tensor, finished: torch.Tensor, stop_ids: torch.Tensor, pad: int) -> torch.Tensor:
     """Committed tokens of a canvas: rows finished earlier become all pad; after a row's first stop token every
     token is pad. Marks rows that produced a stop token in `finished` (in place)."""
@@ -228,13 +238,15 @@ class Engine:
         parts += [self.append(input_ids[:, i:i + L], cache) for i in range(head, P, L)]
         return torch.cat(parts, dim=1)
 
-    def append(self, tokens: torch.Tensor, cache) -> torch.Tensor:
+    def append(self, tokens: torch.Tensor, cache, known: bool = False) -> torch.Tensor:
         """One encoder pass appends (B, n) unpadded tokens (a finished canvas, an AR token) to the cache and
-        returns their hidden states; compiled, one graph per n for every position in the cache."""
+        returns their hidden states; compiled, one graph per n for every position in the cache. `known`: see
+        `known_inputs`."""
         if self.static_encode is None:
             return self.model.encode(tokens, cache)
         start, _ = cache.append_slots(tokens.shape[1])  # contiguous: a graph is specialised on strides too
-        return self.static_encode(tokens.contiguous(), cache, torch.tensor(start, device=cache.device))
+        with known_inputs(known):
+            return self.static_encode(tokens.contiguous(), cache, torch.tensor(start, device=cache.device))
 
     def check_inputs(self, input_ids, attention_mask, cfg: GenerationConfig):
         model = self.model
@@ -313,12 +325,14 @@ class Engine:
                 if whole:  # compiled, the step in one graph: the random draws first, in the reference's order
                     u = draw_uniforms((B * L, V), gen)
                     noise = torch.randint(0, V, (B, L), device=dev, generator=gen)
-                    accept, current, argmax, soft, history, finished, passes = self.whole_step(
-                        model, cfg, temperatures[step], current, cache, start, soft, u,
-                        noise, argmax, history, finished, passes, finished_seq, fixed)
+                    with known_inputs(steps > 2):  # step 1 has no self-conditioning, step 2 does
+                        accept, current, argmax, soft, history, finished, passes = self.whole_step(
+                            model, cfg, temperatures[step], current, cache, start, soft, u,
+                            noise, argmax, history, finished, passes, finished_seq, fixed)
                 else:
                     if self.static_denoise is not None:  # compiled: every row, one shape
-                        logits = self.static_denoise(current, cache, start, soft)
+                        with known_inputs(steps > 2):
+                            logits = self.static_denoise(current, cache, start, soft)
                     else:
                         if B > 1 and not all(active) and (rows is None or len(rows) != sum(active)):
                             rows = torch.tensor([i for i, a in enumerate(active) if a], device=dev)
@@ -449,7 +463,7 @@ class Engine:
             done |= torch.isin(nxt, eos)
             if i + 1 == max_new_tokens or bool(done.all()):
                 break
-            hidden = self.append(out[:, i:i + 1], cache)
+            hidden = self.append(out[:, i:i + 1], cache, known=i > 0)  # the same kinds of input as token 0's
         generated = (out != pad_token_id).sum(-1)
         passes = torch.full((B,), i + 1, device=model.device)
         return GenerateOutput(torch.cat([input_ids, out], 1), generated / passes, [], passes)

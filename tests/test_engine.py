@@ -283,25 +283,30 @@ def test_compiled_engine_gives_the_same_tokens_with_one_graph_per_input_kind(che
     prompt = torch.randint(3, 128, (2, 13), generator=torch.Generator().manual_seed(5))
     mask = torch.ones(2, 13, dtype=torch.long)
     mask[1, :4] = 0
-    settings = dict(max_new_tokens=24, max_denoising_steps=10, t_min=0.01, t_max=0.02, confidence_threshold=0.5,
-                    entropy_bound=5.0, eos_token_id=[127], attention_mask=mask)
+    settings = dict(max_new_tokens=24, max_denoising_steps=10, t_min=0.01, t_max=0.02, entropy_bound=5.0,
+                    eos_token_id=[127], attention_mask=mask)
     torch._dynamo.reset()
     graphs = counters["stats"]["unique_graphs"]
     dense, real_whole_step = dgemma.model.DENSE_EXPERT_FLOPS, dgemma.engine.compiled_whole_step
-    for seed, dense_flops, whole_step, padded in ((0, dense, True, True), (1, 0.0, True, True),
-                                                  (2, dense, False, True), (3, dense, True, False)):
+    # From a canvas's third step on, the compiled step skips the guards that cannot have changed since the second
+    # (`known_inputs`); a setting baked into the graph (the stopping threshold: 1e-30 is never met) must still
+    # pick its own graph when one for another threshold is cached, and switching back must reuse the first.
+    for seed, dense_flops, whole_step, padded, threshold in (
+            (0, dense, True, True, 0.5), (1, 0.0, True, True, 0.5), (2, dense, False, True, 0.5),
+            (3, dense, True, False, 0.5), (4, dense, True, True, 1e-30), (5, dense, True, True, 0.5)):
         monkeypatch.setattr(dgemma.model, "DENSE_EXPERT_FLOPS", dense_flops)
         monkeypatch.setattr(dgemma.engine, "compiled_whole_step", real_whole_step if whole_step else lambda: None)
         settings["attention_mask"] = mask if padded else None  # unpadded: the prompt is prefilled in chunks too
-        eager = model.generate(prompt, seed=seed, **settings)
-        compiled = model.generate(prompt, seed=seed, compile=True, **settings)
+        eager = model.generate(prompt, seed=seed, confidence_threshold=threshold, **settings)
+        compiled = model.generate(prompt, seed=seed, confidence_threshold=threshold, compile=True, **settings)
         assert torch.equal(eager.sequences, compiled.sequences), f"seed {seed}"
         assert eager.steps_per_canvas == compiled.steps_per_canvas and len(eager.steps_per_canvas) == 3
         assert torch.equal(eager.decoder_passes, compiled.decoder_passes)
-        assert (eager.decoder_passes < 30).all()  # rows stopped early and kept their state while the other ran on
-    # 2 x (2 whole steps + 1 commit) + 2 decoder forwards + 1 sampling (the commit graph is reused, also for
+        # rows stopped early and kept their state while the other ran on; or, never stopping, ran every step
+        assert (eager.decoder_passes < 30).all() if threshold == 0.5 else eager.steps_per_canvas == [10] * 3
+    # 3 x (2 whole steps) + 2 commits + 2 decoder forwards + 1 sampling (the commit graph is reused, also for
     # the prompt's canvas-sized chunks)
-    assert counters["stats"]["unique_graphs"] - graphs == 9
+    assert counters["stats"]["unique_graphs"] - graphs == 11
     for m in (mask, None):
         ar = dgemma.engine.Engine(model).generate_ar(prompt, 12, attention_mask=m, eos_token_id=(127,))
         ar_compiled = dgemma.engine.Engine(model, compile=True).generate_ar(prompt, 12, attention_mask=m,
