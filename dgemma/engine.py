@@ -19,7 +19,7 @@ import torch
 
 from .model import DiffusionGemma
 from .sampling import (EntropyBoundSampler, Sampler, StepStats, chunk_stats, compiled_chunk_stats, draw_uniforms,
-                       fits_one_draw, step_stats, whole_step_stats)
+                       fits_one_draw, make_sampler, step_stats, whole_step_stats)
 
 
 @dataclass
@@ -41,12 +41,17 @@ class GenerationConfig:
     skip_finished_rows: bool = True
 
     @classmethod
-    def from_checkpoint(cls, defaults: dict, **fields) -> "GenerationConfig":
+    def from_checkpoint(cls, defaults: dict, sampler: str = "entropy", entropy_bound: float | None = None,
+                        tau: float | None = None, **fields) -> "GenerationConfig":
         """A checkpoint's settings (`model.generation_defaults`, from its generation_config.json: steps, temperature
-        schedule, stopping thresholds), then `fields` where given (None: not given)."""
+        schedule, stopping thresholds, the entropy sampler's bound), then the arguments where given (None: not
+        given). `sampler` names the acceptance rule (`make_sampler`)."""
         keys = ("max_denoising_steps", "t_min", "t_max", "stability_threshold", "confidence_threshold")
+        if entropy_bound is None:
+            entropy_bound = (defaults.get("sampler_config") or {}).get("entropy_bound", 0.1)
         return cls(**{**{k: defaults[k] for k in keys if k in defaults},
-                      **{k: v for k, v in fields.items() if v is not None}})
+                      **{k: v for k, v in fields.items() if v is not None},
+                      "sampler": make_sampler(sampler, entropy_bound, 0.9 if tau is None else tau)})
 
     def validate(self, vocab_size: int) -> None:
         def need(cond, msg):

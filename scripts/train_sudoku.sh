@@ -7,11 +7,15 @@
 #   STEPS=5150 bash scripts/train_sudoku.sh --resume --threads 2                    # to 5150, 23 min
 # (the last run shortens the learning-rate schedule so it decays to its floor by step 5150; a later --threads
 # overrides the one below, as argparse keeps the last value).
-# The export writes the default decoding settings (48 steps, temperature 0.8 to 0.4) to generation_config.json; the
-# bundled one has 32 steps at 2.0 to 1.5, chosen on validation puzzles (200 per bucket, singles / search solved):
+# The export writes the default decoding settings (48 steps, temperature 0.8 to 0.4, stop when stable for a step
+# and confident) to generation_config.json; the bundled one has 32 steps at 2.0 to 1.5 and stops a puzzle once its
+# answer has not changed for 5 steps ("stability_threshold": 5, "confidence_threshold": 100.0, above any entropy),
+# chosen on validation puzzles (200 per bucket, singles / search solved, tokens per forward):
 #   dgemma sudoku --eval 200 --split validation --method diffusion --t-max 0.8 --t-min 0.4 --steps 48  # 37.5 / 16.5%
 #   dgemma sudoku --eval 200 --split validation --method diffusion --t-max 2.0 --t-min 1.5 --steps 48  # 56.5 / 25.0%
 #   dgemma sudoku --eval 200 --split validation --method diffusion --t-max 2.0 --t-min 1.5 --steps 32  # 55.5 / 25.0%
+#     (that one with the export's stopping rule: 2.53 tokens per forward; with --stable K instead:
+#      K=3 51.0 / 24.5%, 6.0 / 4.3 tok/fwd; K=4 53.5 / 25.0%, 5.3 / 3.8; K=5 55.5 / 25.0%, 4.8 / 3.5; K=8 55.5 / 25.0%)
 # The AR-trained baseline of the same size and compute (next-token loss only, cheaper steps, so more of them in
 # the same time): 121 min on 1 thread beside the first run, then 55 min on 2 threads (175 min in all):
 #   OUT=runs/sudoku-ar EXPORT=runs/sudoku-ar/export STEPS=4700 bash scripts/train_sudoku.sh --decoder-loss-weight 0

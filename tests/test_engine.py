@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dgemma import DiffusionGemma
-from dgemma.engine import CanvasEvent, GenerateOutput, StepEvent, apply_stop_tokens
+from dgemma.engine import CanvasEvent, GenerateOutput, GenerationConfig, StepEvent, apply_stop_tokens
 from dgemma.sampling import ConfidenceSampler, EntropyBoundSampler, StepStats, TopKScheduleSampler, step_stats
 
 from .reference import load_reference, make_reference
@@ -134,6 +134,22 @@ def test_entropy_bound_sampler_rule():
     assert EntropyBoundSampler(0.005).accept(stats, 5, 10).tolist() == [[False, False, False, True, False]]
     with pytest.raises(ValueError, match="entropy_bound"):
         EntropyBoundSampler(0.0)
+
+
+def test_generation_config_from_a_checkpoint():
+    """A checkpoint's generation_config.json settings, its entropy bound included, unless given explicitly."""
+    defaults = {"max_denoising_steps": 32, "t_min": 1.5, "t_max": 2.0, "confidence_threshold": 0.01,
+                "sampler_config": {"entropy_bound": 0.3}, "unrelated": 7}
+    cfg = GenerationConfig.from_checkpoint(defaults)
+    assert (cfg.max_denoising_steps, cfg.t_min, cfg.t_max, cfg.confidence_threshold) == (32, 1.5, 2.0, 0.01)
+    assert cfg.sampler == EntropyBoundSampler(0.3) and cfg.stability_threshold == 1
+    cfg = GenerationConfig.from_checkpoint(defaults, "entropy", 0.7, max_denoising_steps=8, t_min=None)
+    assert cfg.sampler == EntropyBoundSampler(0.7) and cfg.max_denoising_steps == 8 and cfg.t_min == 1.5
+    assert GenerationConfig.from_checkpoint({}).sampler == EntropyBoundSampler(0.1)
+    assert GenerationConfig.from_checkpoint(defaults, "confidence", tau=0.5).sampler == ConfidenceSampler(0.5)
+    assert isinstance(GenerationConfig.from_checkpoint(defaults, "topk").sampler, TopKScheduleSampler)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        GenerationConfig.from_checkpoint(defaults, "greedy")
 
 
 def test_confidence_sampler_rule():

@@ -1,6 +1,7 @@
 """`dgemma sudoku` on a small random sudoku-shaped checkpoint: messages, exit codes, clamping, both methods."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -87,6 +88,7 @@ def test_eval_compares_methods_on_the_same_puzzles_and_saves_one_table(model_dir
     (["--ar-model", ".", HARD], "baseline for --eval"),
     (["--split", "validation", HARD], "use it with --eval N"),
     (["--steps", "0", HARD], "max_denoising_steps must be a positive integer"),
+    (["--stable", "0", HARD], "--stable needs a positive number of steps"),
 ])
 def test_flag_misuse_fails_with_one_line(model_dir, args, message):
     run = dgemma(*args, "--model", str(model_dir))
@@ -98,10 +100,13 @@ def test_decoding_settings_come_from_the_checkpoint_unless_overridden(model_dir,
     shutil.copytree(model_dir, tmp_path / "m")
     path = tmp_path / "m" / "generation_config.json"
     gc = json.loads(path.read_text())
-    path.write_text(json.dumps({**gc, "t_min": 1.5, "t_max": 2.0, "max_denoising_steps": 30}))
+    path.write_text(json.dumps({**gc, "t_min": 1.5, "t_max": 2.0, "max_denoising_steps": 30,
+                                "stability_threshold": 5, "confidence_threshold": 100.0}))
     model = DiffusionGemma.from_pretrained(tmp_path / "m")
     cfg = decoding_config(model)
     assert (cfg.t_min, cfg.t_max, cfg.max_denoising_steps, cfg.eos_token_id) == (1.5, 2.0, 30, ())
-    cfg = decoding_config(model, steps=8, sampler="entropy", t_min=0.3, t_max=0.6)
+    assert (cfg.stability_threshold, cfg.confidence_threshold) == (5, 100.0)
+    cfg = decoding_config(model, steps=8, sampler="entropy", t_min=0.3, t_max=0.6, stable=2)
     assert (cfg.t_min, cfg.t_max, cfg.max_denoising_steps, type(cfg.sampler).__name__) == (
         0.3, 0.6, 8, "EntropyBoundSampler")
+    assert (cfg.stability_threshold, cfg.confidence_threshold) == (2, math.inf)  # any entropy

@@ -14,7 +14,7 @@ import torch
 from ..checkpoint import parse_dtype
 from ..engine import CanvasEvent, Engine, GenerateOutput, GenerationConfig, StepEvent
 from ..model import DiffusionGemma
-from ..sampling import SAMPLERS, make_sampler
+from ..sampling import SAMPLERS
 
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "code"
 
@@ -77,16 +77,13 @@ def load(args):
 
 
 def generation_config(args, model: DiffusionGemma, tokenizer) -> GenerationConfig:
-    d = getattr(model, "generation_defaults", {})
-    bound = args.entropy_bound if args.entropy_bound is not None else \
-        (d.get("sampler_config") or {}).get("entropy_bound", 0.1)
     stops = tuple(sorted(set(tokenizer.stop_ids)))
     try:
-        sampler = make_sampler(args.sampler, bound, args.tau)
         cfg = GenerationConfig.from_checkpoint(
-            d, max_new_tokens=args.max_new_tokens, max_denoising_steps=args.steps or None,
+            getattr(model, "generation_defaults", {}), args.sampler, args.entropy_bound, args.tau,
+            max_new_tokens=args.max_new_tokens, max_denoising_steps=args.steps or None,
             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, eos_token_id=stops,
-            pad_token_id=tokenizer.pad_id, sampler=sampler)
+            pad_token_id=tokenizer.pad_id)
         cfg.validate(model.config.vocab_size)
     except ValueError as e:
         raise CommandError(str(e)) from None

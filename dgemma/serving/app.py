@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine import GenerationConfig
-from ..sampling import make_sampler
 from .batcher import BatchEngine, EngineDeadError, QueueFullError, Request, SamplingParams
 
 log = logging.getLogger("dgemma.serving")
@@ -354,15 +353,13 @@ def create_app(state: ServerState) -> FastAPI:
         t_max = getattr(body, "t_max", None) or d.get("t_max", 0.8)
         if t_min > t_max:
             raise APIError(400, f"t_min ({t_min}) must not exceed t_max ({t_max})", param="t_min")
-        sampler = make_sampler(getattr(body, "sampler", None) or "entropy",
-                               getattr(body, "entropy_bound", None)
-                               or (d.get("sampler_config") or {}).get("entropy_bound", 0.1),
-                               getattr(body, "confidence_tau", None) or 0.9)
         gen = GenerationConfig.from_checkpoint(
-            d, max_new_tokens=max_tokens, max_denoising_steps=getattr(body, "denoising_steps", None) or None,
+            d, getattr(body, "sampler", None) or "entropy", getattr(body, "entropy_bound", None),
+            getattr(body, "confidence_tau", None), max_new_tokens=max_tokens,
+            max_denoising_steps=getattr(body, "denoising_steps", None) or None,
             t_min=t_min, t_max=t_max, temperature=None if temp is None else max(temp, 1e-4),  # 0: greedy in effect
             top_k=body.top_k if body.top_k and body.top_k > 0 else None, top_p=body.top_p,
-            eos_token_id=tuple(state.tokenizer.stop_ids) or (1,), sampler=sampler)
+            eos_token_id=tuple(state.tokenizer.stop_ids) or (1,))
         return SamplingParams(gen, seed=body.seed, drafts=bool(getattr(body, "drafts", False)))
 
     def run(http: HttpRequest, prompt: list[int], params: SamplingParams, stops: list[str],

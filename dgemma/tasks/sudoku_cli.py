@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 
 from ..engine import Engine, GenerationConfig, StepEvent
 from ..model import DiffusionGemma
-from ..sampling import SAMPLERS, make_sampler
+from ..sampling import SAMPLERS
 from . import sudoku as S
 
 BUNDLED = Path(__file__).resolve().parent.parent / "assets" / "sudoku"
@@ -31,14 +32,19 @@ def load_model(path: str | None) -> DiffusionGemma:
 
 
 def decoding_config(model: DiffusionGemma, steps: int | None = None, sampler: str = "topk",
-                    t_min: float | None = None, t_max: float | None = None) -> GenerationConfig:
-    """Block-diffusion settings for an 81-cell answer: the checkpoint's generation_config.json (steps and
-    temperature schedule; the bundled model's were chosen on validation puzzles) unless overridden. The top-k
+                    t_min: float | None = None, t_max: float | None = None,
+                    stable: int | None = None) -> GenerationConfig:
+    """Block-diffusion settings for an 81-cell answer: the checkpoint's generation_config.json (steps, temperature
+    schedule and stopping rule; the bundled model's were chosen on validation puzzles) unless overridden.
+    `stable`: stop a puzzle once its answer has not changed for that many steps, whatever its entropy. The top-k
     schedule sampler is the default: it solves the most validation puzzles."""
+    if stable is not None and stable < 1:
+        raise ValueError(f"--stable needs a positive number of steps, got {stable}")
     # no stop tokens: the answer is exactly one 81-token canvas, and a stray EOS must not wipe the cells after it
-    return GenerationConfig.from_checkpoint(getattr(model, "generation_defaults", {}), max_new_tokens=81,
+    return GenerationConfig.from_checkpoint(getattr(model, "generation_defaults", {}), sampler, max_new_tokens=81,
                                             max_denoising_steps=steps, t_min=t_min, t_max=t_max, eos_token_id=(),
-                                            pad_token_id=S.PAD, sampler=make_sampler(sampler))
+                                            pad_token_id=S.PAD, stability_threshold=stable,
+                                            confidence_threshold=None if stable is None else math.inf)
 
 
 def solve_batch(model: DiffusionGemma, puzzles: list[list[int]], method: str, clamp: bool = True,
@@ -64,7 +70,7 @@ def solve_batch(model: DiffusionGemma, puzzles: list[list[int]], method: str, cl
 
 
 def args_config(model: DiffusionGemma, args) -> GenerationConfig:
-    return decoding_config(model, args.steps, args.sampler, args.t_min, args.t_max)
+    return decoding_config(model, args.steps, args.sampler, args.t_min, args.t_max, args.stable)
 
 
 def run_solve(args) -> int:
@@ -136,6 +142,8 @@ def run_eval(args) -> int:
                   flush=True)
     if args.save:
         from ..bench import save_table
+        entropy_rule = ("" if cfg.confidence_threshold >= math.log(S.VOCAB_SIZE)  # above any entropy: no condition
+                        else f" and its mean entropy is below {cfg.confidence_threshold}")
         save_table(args.save, f"Sudoku: block diffusion against autoregression ({args.model or 'bundled model'})",
                    "dgemma " + " ".join(sys.argv[1:]),
                    ["method", "difficulty", "puzzles", "givens clamped", "solved", "tokens per forward",
@@ -147,7 +155,8 @@ def run_eval(args) -> int:
                         "baseline has the same architecture and size, trained for the same time on the same data "
                         "with the next-token loss only (scripts/train_sudoku.sh --decoder-loss-weight 0). Block "
                         f"diffusion uses the {args.sampler} sampler, at most {cfg.max_denoising_steps} denoising "
-                        f"steps and temperatures {cfg.t_max} to {cfg.t_min}; AR decoding is greedy.")
+                        f"steps and temperatures {cfg.t_max} to {cfg.t_min}, and stops a puzzle once its answer "
+                        f"has not changed for {cfg.stability_threshold} steps{entropy_rule}; AR decoding is greedy.")
     return 0
 
 
@@ -188,6 +197,9 @@ def register(sub) -> None:
                    help="temperature at the last step (default: the checkpoint's generation_config.json, else 0.4)")
     p.add_argument("--t-max", type=float, default=None,
                    help="temperature at the first step (default: the checkpoint's generation_config.json, else 0.8)")
+    p.add_argument("--stable", type=int, default=None, metavar="K",
+                   help="stop a puzzle once its answer has not changed for K denoising steps, whatever its entropy "
+                   "(default: the checkpoint's generation_config.json; the bundled model's is K=5)")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default="topk",
                    help="acceptance rule: topk (a growing number of the lowest-entropy free cells per step; the "
                    "default, it solves the most validation puzzles), entropy (the reference's entropy bound 0.1) "
