@@ -23,7 +23,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dgemma import DiffusionGemma, bench, sampling  # noqa: E402
+from dgemma import DiffusionGemma, sampling  # noqa: E402
+from dgemma.bench import hardware, measure, report  # noqa: E402
 from dgemma.sampling import EntropyBoundSampler, step_stats  # noqa: E402
 
 
@@ -141,7 +142,7 @@ def main(argv=None) -> int:
         "kind": "before-after", "name": f"ab-cpu-{args.model}-b{B}",
         "title": f"CPU optimisations, before/after ({args.model}, batch {B}, prompt {args.prompt}, fp32)",
         "command": "python bench/ab_cpu.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": bench.machine_description("cpu"),
+        "machine": hardware.machine_description("cpu"),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "text": ("One denoising step with self-conditioning, each row switching one choice back to its earlier "
                  f"state; variants interleaved, fastest of {2 * args.rounds} runs (forward and sampling "
@@ -152,7 +153,7 @@ def main(argv=None) -> int:
         "header": ["variant", "decoder forward", "sampling + acceptance", "step"], "rows": rows,
     }
     if not args.no_save:
-        print("saved", bench.save_result(result, ROOT / "bench/results"), file=sys.stderr)
+        print("saved", report.save_result(result, ROOT / "bench/results"), file=sys.stderr)
 
     # prefill of long prompts: one (n, n) masked pass against chunks of model.prefill_chunk tokens
     prows = []
@@ -162,13 +163,13 @@ def main(argv=None) -> int:
         for chunk in (0, model.prefill_chunk):
             old_chunk, model.prefill_chunk = model.prefill_chunk, chunk
             try:
-                row.append(f"{bench.measure_prefill(model, ids, reps=1) * 1e3:.0f} ms")
+                row.append(f"{measure.measure_prefill(model, ids, reps=1) * 1e3:.0f} ms")
             finally:
                 model.prefill_chunk = old_chunk
         prows.append(row)
         print("prefill", row, file=sys.stderr, flush=True)
     if prows and not args.no_save:
-        bench.save_result({
+        report.save_result({
             "kind": "before-after", "name": f"ab-cpu-{args.model}-prefill",
             "title": f"Long-prompt prefill, before/after chunking ({args.model}, batch 1, fp32)",
             "command": result["command"], "machine": result["machine"], "date": result["date"],

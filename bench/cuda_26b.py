@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dgemma import bench  # noqa: E402
+from dgemma.bench import hardware, measure, report  # noqa: E402
 from dgemma.checkpoint import parse_dtype  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def build(model_id: str, dtype, device, with_reference: bool, log):
     transformers. Large presets are built on the meta device and materialised on the device in `dtype`."""
     if with_reference:
         try:
-            return bench.build_models(model_id, dtype, device, seed=0, with_reference=True)
+            return measure.build_models(model_id, dtype, device, seed=0, with_reference=True)
         except Exception as e:  # out of memory or an API difference: go on without the reference
             log(f"reference model could not be built ({type(e).__name__}: {e}); continuing without it")
             torch.cuda.empty_cache() if torch.cuda.is_available() else None
@@ -56,14 +56,14 @@ def reference_step(ref, prompt, steps: int, reps: int, log) -> dict:
         torch.manual_seed(0)
         with torch.no_grad():
             out = ref.generate(prompt, max_new_tokens=ref.config.canvas_length, max_denoising_steps=n,
-                               eos_token_id=list(bench.STOP_IDS), pad_token_id=0, cache_implementation="static")
+                               eos_token_id=list(measure.STOP_IDS), pad_token_id=0, cache_implementation="static")
         return out
     t0 = time.perf_counter()
     run(2)  # compile and warm up
-    bench.sync(prompt.device)
+    hardware.sync(prompt.device)
     log(f"  reference compiled and warmed up in {time.perf_counter() - t0:.1f} s")
-    short, _ = bench.timed(lambda: run(2), prompt.device, reps=reps, warmup=0)
-    long, out = bench.timed(lambda: run(steps), prompt.device, reps=reps, warmup=0)
+    short, _ = hardware.timed(lambda: run(2), prompt.device, reps=reps, warmup=0)
+    long, out = hardware.timed(lambda: run(steps), prompt.device, reps=reps, warmup=0)
     return {"reference_step_s": (long - short) / (steps - 2), "reference_total_s": long,
             "reference_sequences": out.sequences.cpu()}
 
@@ -101,14 +101,14 @@ def main(argv=None) -> int:
               "section). Use --device cpu with a small --model to exercise the script.", file=sys.stderr)
         return 2
     torch.backends.cuda.matmul.allow_tf32 = True
-    with_ref = not args.no_reference and bench.reference_available()
-    log(f"machine: {bench.machine_description(device)}")
-    bw = bench.measure_bandwidth(device)
+    with_ref = not args.no_reference and measure.reference_available()
+    log(f"machine: {hardware.machine_description(device)}")
+    bw = hardware.measure_bandwidth(device)
     from dgemma.commands.info import load_config
     cfg = load_config(args.model)
     H, I = cfg.hidden_size, cfg.intermediate_size
     shapes = [(256 * b, H, I) for b in (1, 4)] + [(256, H, 2 * cfg.moe_intermediate_size)]
-    mm = bench.measure_matmul(device, dtype, max_seconds=3.0, shapes=shapes)
+    mm = hardware.measure_matmul(device, dtype, max_seconds=3.0, shapes=shapes)
     log(f"bandwidth {bw / 1e9:.0f} GB/s, {mm['dtype']} matmul {mm['flops_per_s'] / 1e12:.1f} TFLOP/s "
         f"(best at {mm['best_shape']})")
 
@@ -132,12 +132,12 @@ def main(argv=None) -> int:
     def dgemma_part(row, prompt):
         B = row["batch"]
         log(f"batch {B}: prefill and dgemma step")
-        row["prefill_s"] = bench.measure_prefill(model, prompt, reps=2)
-        s = bench.measure_step(model, B, L, args.prompt, reps=args.reps, compile=not args.eager)
+        row["prefill_s"] = measure.measure_prefill(model, prompt, reps=2)
+        s = measure.measure_step(model, B, L, args.prompt, reps=args.reps, compile=not args.eager)
         row.update(forward_s=s["forward_s"], sampling_s=s["sampling_s"])
-        floor = bench.step_floor(cfg, B, L, args.prompt, bpp, bw, mm["flops_per_s"])
+        floor = hardware.step_floor(cfg, B, L, args.prompt, bpp, bw, mm["flops_per_s"])
         row["floor_s"], row["floor"] = floor.seconds, floor.as_dict()
-        d = bench.measure_dgemma(model, prompt, new_tokens=L, steps=args.steps, seed=0, reps=1, compile=not args.eager)
+        d = measure.measure_dgemma(model, prompt, new_tokens=L, steps=args.steps, seed=0, reps=1, compile=not args.eager)
         row.update(step_s=d["step_s"], generate_s=d["total_s"], bookkeeping_s=d["bookkeeping_s"],
                    diffusion_tokens_per_s=d["tokens_per_s"], ttft_s=d["ttft_s"],
                    peak_memory_bytes=d["peak_memory_bytes"])
@@ -147,8 +147,8 @@ def main(argv=None) -> int:
 
     def ar_part(row, prompt):
         log(f"batch {row['batch']}: AR decoding")
-        a = bench.measure_ar(model, prompt, new_tokens=args.ar_tokens, reps=1)
-        af = bench.step_floor(cfg, row["batch"], 1, args.prompt, bpp, bw, mm["flops_per_s"], decoder=False)
+        a = measure.measure_ar(model, prompt, new_tokens=args.ar_tokens, reps=1)
+        af = hardware.step_floor(cfg, row["batch"], 1, args.prompt, bpp, bw, mm["flops_per_s"], decoder=False)
         row.update(ar_token_s=a["token_latency_s"], ar_tokens_per_s=a["decode_tokens_per_s"], ar_floor_s=af.seconds)
         log(f"  AR token {a['token_latency_s'] * 1e3:.1f} ms, floor {af.seconds * 1e3:.1f} ms")
 
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
         log(f"batch {row['batch']}: reference static-cache compiled generate")
         r = reference_step(ref, prompt, args.steps, reps=1, log=log)
         row["reference_step_s"], row["reference_total_s"] = r["reference_step_s"], r["reference_total_s"]
-        row["token_agreement"] = bench.compare_sequences(row["_sequences"], r["reference_sequences"])["agreement"]
+        row["token_agreement"] = measure.compare_sequences(row["_sequences"], r["reference_sequences"])["agreement"]
         log(f"  reference step {r['reference_step_s'] * 1e3:.1f} ms")
 
     def free():
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
             continue
         row = {"batch": B, "prompt": args.prompt, "canvas": L, "steps": args.steps}
         rows.append(row)
-        prompt = prompts[B] = bench.make_prompt(B, args.prompt, cfg.vocab_size, 0, device)
+        prompt = prompts[B] = measure.make_prompt(B, args.prompt, cfg.vocab_size, 0, device)
         if attempt(f"batch {B} dgemma", lambda: dgemma_part(row, prompt)):
             attempt(f"batch {B} AR", lambda: ar_part(row, prompt))
         free()
@@ -190,7 +190,7 @@ def main(argv=None) -> int:
     result = {
         "kind": "cuda-26b", "name": "cuda-26b" if args.model == "diffusiongemma-26b-a4b" else f"cuda-{args.model}",
         "command": "python bench/cuda_26b.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": bench.machine_description(device),
+        "machine": hardware.machine_description(device),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "note": (f"{args.model} shape, random {args.dtype} weights; prompt {args.prompt}, canvas {L}; dgemma's decoder "
                  f"{'eager' if args.eager else 'compiled (torch.compile, CUDA graphs on GPU)'}; per-step times "
@@ -201,8 +201,8 @@ def main(argv=None) -> int:
     }
     print(json.dumps(result, indent=1, default=float))
     if not args.no_save:
-        path = bench.save_result(result, Path(args.results_dir))
-        md = bench.write_markdown(Path(args.results_dir), ROOT / "BENCHMARKS.md", ROOT / "bench/plots", root=ROOT)
+        path = report.save_result(result, Path(args.results_dir))
+        md = report.write_markdown(Path(args.results_dir), ROOT / "BENCHMARKS.md", ROOT / "bench/plots", root=ROOT)
         log(f"saved {path}, regenerated {md}")
     return 0 if not errors else 1
 

@@ -22,7 +22,7 @@ COMMANDS = {
     "serve": "dgemma.serving",
     "train": "dgemma.training.cli",
     "sudoku": "dgemma.tasks.sudoku_cli",
-    "bench": "dgemma.bench",
+    "bench": "dgemma.bench.command",
 }
 
 

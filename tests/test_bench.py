@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from dgemma import bench
+from dgemma.bench import hardware, measure, report
 from dgemma.cli import main
 from dgemma.config import FULL, SLIDING, ModelConfig
 
@@ -55,13 +55,13 @@ def test_compiled_step_breakdown_when_the_step_is_one_graph():
     model = DiffusionGemma(cfg).eval()
     model.init_weights(torch.Generator().manual_seed(0))
     prompt = torch.randint(3, 64, (1, 5), generator=torch.Generator().manual_seed(1))
-    d = bench.measure_dgemma(model, prompt, new_tokens=8, steps=3, seed=0, reps=1, compile=True)
-    eager = bench.measure_dgemma(model, prompt, new_tokens=8, steps=3, seed=0, reps=1)
+    d = measure.measure_dgemma(model, prompt, new_tokens=8, steps=3, seed=0, reps=1, compile=True)
+    eager = measure.measure_dgemma(model, prompt, new_tokens=8, steps=3, seed=0, reps=1)
     assert torch.equal(d["sequences"], eager["sequences"]) and "graph_s" not in eager
     assert d["split_timed_apart"] and d["graph_s"] > 0 and d["forward_s"] > 0 and d["sampling_s"] > 0
     d.update(floor={"seconds": 1e-6, "bound": "compute"}, step_over_floor=1.0, forward_over_floor=1.0)
     rates = {"bandwidth_bytes_per_s": 1.0, "matmul": {"flops_per_s": 1.0, "dtype": "float32", "best_shape": [1]}}
-    rows = [r[0].strip() for r in bench.summary_rows({"prefill_s": 0.0, "dgemma": d, "machine_rates": rates})]
+    rows = [r[0].strip() for r in report.summary_rows({"prefill_s": 0.0, "dgemma": d, "machine_rates": rates})]
     assert rows[2:6] == ["one compiled graph", "decoder forward", "sampling", "outside the graph"]
 
 
@@ -75,16 +75,16 @@ def test_roofline_arithmetic_on_a_hand_made_model():
     shared = attn + dense + norms + router
     assert cfg.layer_parameters(0) == (shared, expert)
     # top-4 of 4 experts: every expert is hit
-    assert bench.experts_hit(4, 4, 1) == pytest.approx(4)
-    assert bench.experts_hit(128, 8, 256) == pytest.approx(128 * (1 - (120 / 128) ** 256))
-    w, kv, flops = bench.forward_cost(cfg, batch=2, new_tokens=3, context=7, bytes_per_param=2)
+    assert hardware.experts_hit(4, 4, 1) == pytest.approx(4)
+    assert hardware.experts_hit(128, 8, 256) == pytest.approx(128 * (1 - (120 / 128) ** 256))
+    w, kv, flops = hardware.forward_cost(cfg, batch=2, new_tokens=3, context=7, bytes_per_param=2)
     sc = 10 + 3 * 10 * 20
     assert w == 2 * (100 * 10 + 10 + sc + shared + 4 * expert)
     assert kv == 2 * (2 * 1 * 7 * 4 * 1)  # bytes: batch 2, 1 kv head, 7 cached, dim 4, K only (global)
     T = 6
     assert flops == pytest.approx(2 * T * 100 * 10 * 2 + 2 * T * 3 * 10 * 20 + 2 * T * (shared + 4 * expert)
                                   + 2 * 2 * T * 2 * 4 * (7 + 3))
-    f = bench.step_floor(cfg, 2, 3, 7, 2, bandwidth=1e3, flops_per_s=1e6)
+    f = hardware.step_floor(cfg, 2, 3, 7, 2, bandwidth=1e3, flops_per_s=1e6)
     assert f.memory_s == pytest.approx((w + kv) / 1e3) and f.compute_s == pytest.approx(flops / 1e6)
     assert f.seconds == max(f.memory_s, f.compute_s) and f.bound == "memory"
 
@@ -93,25 +93,25 @@ def test_sliding_layers_read_at_most_a_window_of_cache():
     cfg = ModelConfig(vocab_size=16, hidden_size=8, intermediate_size=8, num_layers=2, num_heads=2, num_kv_heads=2,
                       head_dim=4, global_head_dim=8, num_global_kv_heads=1, sliding_window=5,
                       layer_types=[SLIDING, FULL], num_experts=2, top_k_experts=1, moe_intermediate_size=8)
-    _, kv, _ = bench.forward_cost(cfg, batch=1, new_tokens=4, context=100, bytes_per_param=1)
+    _, kv, _ = hardware.forward_cost(cfg, batch=1, new_tokens=4, context=100, bytes_per_param=1)
     assert kv == 2 * 4 * 4 * 2 + 100 * 8 * 1 * 1  # sliding: window-1 = 4 slots, K and V; global: all 100, K only
 
 
 def test_identity_check_reports_a_mismatch():
     a = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
-    same = bench.compare_sequences(a, a.clone())
+    same = measure.compare_sequences(a, a.clone())
     assert same["identical"] and same["agreement"] == 1.0 and same["first_mismatch"] is None
     b = a.clone()
     b[1, 2] = 0
-    diff = bench.compare_sequences(a, b)
+    diff = measure.compare_sequences(a, b)
     assert not diff["identical"] and diff["first_mismatch"] == [1, 2] and diff["agreement"] == pytest.approx(7 / 8)
-    assert not bench.compare_sequences(a, a[:, :3])["identical"]
+    assert not measure.compare_sequences(a, a[:, :3])["identical"]
 
 
 def test_markdown_marks_the_cuda_section_not_run_and_includes_it_once_run(tmp_path):
     res = tmp_path / "results"
     res.mkdir()
-    md = bench.write_markdown(res, tmp_path / "B.md", tmp_path / "plots")
+    md = report.write_markdown(res, tmp_path / "B.md", tmp_path / "plots")
     assert "Not yet run: no GPU available in this session" in md.read_text()
     (res / "cuda-26b.json").write_text(json.dumps({
         "kind": "cuda-26b", "name": "cuda-26b", "command": "python bench/cuda_26b.py", "machine": "GPU X",
@@ -119,7 +119,7 @@ def test_markdown_marks_the_cuda_section_not_run_and_includes_it_once_run(tmp_pa
                                                  "floor_s": 0.015, "reference_step_s": 0.04, "ar_token_s": 0.005,
                                                  "ar_floor_s": 0.004, "diffusion_tokens_per_s": 800,
                                                  "ar_tokens_per_s": 200}]}))
-    text = bench.write_markdown(res, tmp_path / "B.md", tmp_path / "plots").read_text()
+    text = report.write_markdown(res, tmp_path / "B.md", tmp_path / "plots").read_text()
     assert "Not yet run" not in text and "| 1 | 4096 | 20.0 ms" in text and "2.00x" in text
 
 
@@ -156,11 +156,11 @@ def test_chunked_prefill_equals_one_pass_in_float64():
 def test_saved_tables_render_with_their_command_machine_and_date(tmp_path):
     """Task evaluations and server load tests save tables that BENCHMARKS.md renders (never edited by hand)."""
     res = tmp_path / "results"
-    path = bench.save_table("t1", "Some evaluation", "python -m x --save t1", ["a", "b"], [[1, "2.0%"], [3, "4.0%"]],
+    path = report.save_table("t1", "Some evaluation", "python -m x --save t1", ["a", "b"], [[1, "2.0%"], [3, "4.0%"]],
                             text="Why it was measured.", results_dir=res)
     saved = json.loads(path.read_text())
     assert saved["kind"] == "table" and saved["machine"] and saved["date"].endswith("UTC")
-    text = bench.write_markdown(res, tmp_path / "B.md", tmp_path / "plots").read_text()
+    text = report.write_markdown(res, tmp_path / "B.md", tmp_path / "plots").read_text()
     section = text[text.index("## Some evaluation"):]
     assert "- command: `python -m x --save t1`" in section and "Why it was measured." in section
     assert "| a | b |" in section and "| 1 | 2.0% |" in section and "| 3 | 4.0% |" in section

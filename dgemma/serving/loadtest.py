@@ -130,7 +130,7 @@ def main(argv=None) -> int:
                          f"{r['p50']:.2f}", f"{r['p99']:.2f}", f"{r['ttft50']:.2f}"])
             print("| " + " | ".join(map(str, rows[-1])) + " |", flush=True)
         if args.save:
-            from ..bench import save_table
+            from ..bench.report import save_table
             save_table(args.save, f"Server under load (`dgemma serve`, model {name})",
                        "python -m dgemma.serving.loadtest " + " ".join(sys.argv[1:] if argv is None else argv),
                        ["clients", "requests", "errors", "tokens/s", "requests/s", "p50 latency (s)",

@@ -126,7 +126,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     rows = evaluate(args.model, args.tasks, args.methods, args.steps, args.max_prefix, args.seed)
     if args.save:
-        from ..bench import save_table
+        from ..bench.report import save_table
         cmd = "python -m dgemma.tasks.code_eval " + " ".join(sys.argv[1:] if argv is None else argv)
         save_table(args.save, f"Code infilling on held-out standard-library modules ({Path(args.model).name})", cmd,
                    ["task", "method", "tasks", "exact match", "ast.parse valid", "tokens per forward", "s per task"],

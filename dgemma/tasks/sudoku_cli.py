@@ -141,7 +141,7 @@ def run_eval(args) -> int:
                   f"tokens/forward {row['tokens_per_forward']:5.2f}  {1000 * row['seconds_per_puzzle']:.1f} ms/puzzle",
                   flush=True)
     if args.save:
-        from ..bench import save_table
+        from ..bench.report import save_table
         entropy_rule = ("" if cfg.confidence_threshold >= math.log(S.VOCAB_SIZE)  # above any entropy: no condition
                         else f" and its mean entropy is below {cfg.confidence_threshold}")
         save_table(args.save, f"Sudoku: block diffusion against autoregression ({args.model or 'bundled model'})",
