@@ -188,8 +188,11 @@ def known_inputs(known: bool):
     as in an earlier call that passed dynamo's full guard check, such as the third and later steps of a canvas.
     Only the guards that tell its compiled versions apart (tensor shapes, dtypes, whatever caused a recompile) are
     then checked: the full check covers every attribute of the model and the settings, about 0.1 ms a call, a
-    tenth of a tiny model's step."""
-    return torch.compiler.set_stance("default", skip_guard_eval_unsafe=True) if known else contextlib.nullcontext()
+    tenth of a tiny model's step. Only under the default stance: a caller's own (say force_eager) is kept."""
+    stance = getattr(torch._dynamo.eval_frame, "_stance", None)
+    if not known or stance is None or (stance.stance, stance.backend) != ("default", None):
+        return contextlib.nullcontext()
+    return torch.compiler.set_stance("default", skip_guard_eval_unsafe=True)
 
 
 def apply_stop_tokens(canvas: torch.Tensor, finished: torch.Tensor, stop_ids: torch.Tensor, pad: int) -> torch.Tensor:

@@ -330,6 +330,18 @@ def test_compiled_engine_gives_the_same_tokens_with_one_graph_per_input_kind(che
         assert torch.equal(ar.sequences, ar_compiled.sequences)
 
 
+def test_compiled_engine_keeps_the_callers_compiler_stance(checkpoint):
+    """Under torch.compiler.set_stance("force_eager") a compiled engine runs eagerly throughout: skipping guards
+    from the third step (`known_inputs`) must not switch compilation back on mid-canvas."""
+    model = DiffusionGemma.from_pretrained(checkpoint, dtype=torch.float64)
+    prompt = torch.randint(3, 128, (1, 5), generator=torch.Generator().manual_seed(2))
+    settings = dict(max_new_tokens=16, max_denoising_steps=6, eos_token_id=[127], seed=4)
+    eager = model.generate(prompt, **settings)
+    with torch.compiler.set_stance("force_eager"):
+        compiled = model.generate(prompt, compile=True, **settings)
+    assert torch.equal(eager.sequences, compiled.sequences) and eager.steps_per_canvas == compiled.steps_per_canvas
+
+
 @pytest.mark.parametrize("prompt_length, room", [(3, 8), (3, 16), (20, 16)])
 def test_static_passes_match_the_growing_ones(checkpoint, prompt_length, room):
     """denoise_static and encode_static (what the compiled engine runs) against denoise and encode in float64,
