@@ -34,6 +34,9 @@ def test_bench_command_runs_on_tiny_and_prints_every_field(tmp_path, capsys):
     assert d["step_s"] > 0 and d["forward_s"] > 0 and d["sampling_s"] > 0 and d["ttft_s"] > 0
     assert d["floor"]["seconds"] > 0 and d["step_over_floor"] > 0
     assert r["reference"]["identity_float64"]["identical"]  # float64: rounding cannot decide a sample
+    pairs = r["paired"]["speedups"]  # the reference comparison's spread, pair by pair
+    assert len(pairs) == r["paired"]["runs"] == 3 and pairs == sorted(pairs)
+    assert pairs[0] <= r["reference"]["speedup"] <= pairs[-1] and "over the 3 pairs" in table
     assert r["ar"]["tokens"] == 4 and r["ar"]["diffusion_speedup"] > 0
     assert [row["batch"] for row in r["scaling"]["batch"]] == [1, 2]
     assert [row["prompt"] for row in r["scaling"]["prompt"]] == [8, 40]

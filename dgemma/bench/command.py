@@ -79,13 +79,14 @@ def run_bench(args) -> dict:
         # Side by side: the two end-to-end timings alternate run by run, so slow phases of a shared machine hit
         # both alike; the ratio comes from these paired medians.
         log("bench: paired end-to-end runs, dgemma and reference alternating ...")
-        ours_t, ref_t = paired_times(
+        ours_t, ref_t, pair_speedups = paired_times(
             lambda: ours.generate(prompt, seed=args.seed, max_new_tokens=args.new_tokens,
                                   max_denoising_steps=args.steps, eos_token_id=STOP_IDS, pad_token_id=0,
                                   compile=args.compile),
             lambda: reference_generate(ref, prompt, args.new_tokens, args.steps, args.seed),
             device, reps=max(3, args.reps))
-        result["paired"] = {"dgemma_total_s": ours_t, "reference_total_s": ref_t, "runs": max(3, args.reps)}
+        result["paired"] = {"dgemma_total_s": ours_t, "reference_total_s": ref_t, "runs": max(3, args.reps),
+                            "speedups": pair_speedups}
         d["total_s"] = result["dgemma"]["total_s"] = ours_t
         d["tokens_per_s"] = result["dgemma"]["tokens_per_s"] = d["committed_positions"] / ours_t
         result["dgemma"]["nonpad_tokens_per_s"] = d["generated_tokens"] / ours_t

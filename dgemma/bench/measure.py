@@ -196,8 +196,9 @@ def reference_generate(ref, prompt, new_tokens, steps, seed, **extra):
                             eos_token_id=list(STOP_IDS), pad_token_id=0, **extra)
 
 
-def paired_times(fn_a, fn_b, device, reps: int = 3) -> tuple[float, float]:
-    """Median wall seconds of two callables timed alternately (a, b, a, b, ...) after one warm-up each."""
+def paired_times(fn_a, fn_b, device, reps: int = 3) -> tuple[float, float, list[float]]:
+    """Median wall seconds of two callables timed alternately (a, b, a, b, ...) after one warm-up each, and the
+    ratio b / a of each pair, sorted: its spread shows how far the machine's noise moves the comparison."""
     fn_a(), fn_b()
     ta, tb = [], []
     for _ in range(reps):
@@ -207,7 +208,7 @@ def paired_times(fn_a, fn_b, device, reps: int = 3) -> tuple[float, float]:
             fn()
             sync(device)
             out.append(time.perf_counter() - t)
-    return statistics.median(ta), statistics.median(tb)
+    return statistics.median(ta), statistics.median(tb), sorted(b / a for a, b in zip(ta, tb))
 
 
 def compare_sequences(ours: torch.Tensor, ref: torch.Tensor) -> dict:

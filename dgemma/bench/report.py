@@ -51,9 +51,11 @@ def summary_rows(r: dict) -> list[tuple[str, str, str]]:
                  f"process peak {_si(d['peak_memory_bytes'], 'B')}"))
     if ref:
         ident = ref["identity"]
+        pairs = (r.get("paired") or {}).get("speedups")
+        spread = f" ({pairs[0]:.2f}-{pairs[-1]:.2f}x over the {len(pairs)} pairs)" if pairs else ""
         rows.append(("reference generate", f"{ref['tokens_per_s']:.1f} tok/s",
-                     f"dgemma {ref['speedup']:.2f}x faster; tokens {'identical' if ident['identical'] else 'differ'}"
-                     f" ({ident['agreement'] * 100:.1f}% equal)"))
+                     f"dgemma {ref['speedup']:.2f}x faster{spread}; tokens "
+                     f"{'identical' if ident['identical'] else 'differ'} ({ident['agreement'] * 100:.1f}% equal)"))
         rc = r.get("reference_compiled")
         if rc:
             rows.append(("reference, static cache + compile", f"{rc['tokens_per_s']:.1f} tok/s",
