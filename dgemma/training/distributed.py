@@ -54,7 +54,8 @@ class Dist:
         return x
 
     def close(self):
-        if self.world > 1:
+        if self.world > 1:  # together: a rank that tore its group down while another still worked (rank 0 plots
+            dist.barrier()  # the losses last) sometimes aborted at exit
             dist.destroy_process_group()
 
 
