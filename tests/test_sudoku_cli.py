@@ -50,6 +50,24 @@ def test_solve_prints_grid_and_verify_reports_validity(model_dir):
     assert all(a == p for a, p in zip(answer["solution"], HARD) if p != "0")
 
 
+def test_tries_keep_the_first_valid_answer(model_dir, monkeypatch, capsys):
+    """--tries samples with seed, seed + 1, ... until the rule checker accepts an answer: here the second try."""
+    import dgemma.tasks.sudoku_cli as cli
+    from dgemma.cli import main
+    seeds, solution = [], S.solve(S.parse_grid(HARD))
+
+    def fake_solve(model, puzzles, method, clamp, cfg, seed, on_step):
+        seeds.append(seed)
+        return [solution if seed == 8 else [1] * 81], [2.0]
+    monkeypatch.setattr(cli, "solve_batch", fake_solve)
+    assert main(["sudoku", HARD, "--model", str(model_dir), "--tries", "5", "--seed", "7", "--json", "--verify"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert seeds == [7, 8] and (out["tries"], out["seed"], out["valid"]) == (2, 8, True)
+    seeds.clear()
+    assert main(["sudoku", HARD, "--model", str(model_dir), "--tries", "3", "--verify"]) == 1  # never valid
+    assert seeds == [0, 1, 2] and "NOT a valid solution" in capsys.readouterr().out
+
+
 def test_both_methods_answer_every_cell_position(model_dir):
     model = DiffusionGemma.from_pretrained(model_dir)
     puzzles = [p.puzzle for p in S.generate_dataset(3, seed=5)]
@@ -89,6 +107,9 @@ def test_eval_compares_methods_on_the_same_puzzles_and_saves_one_table(model_dir
     (["--split", "validation", HARD], "use it with --eval N"),
     (["--steps", "0", HARD], "max_denoising_steps must be a positive integer"),
     (["--stable", "0", HARD], "--stable needs a positive number of steps"),
+    (["--tries", "0", HARD], "--tries needs a positive number of tries"),
+    (["--tries", "2", "--method", "ar", HARD], "AR decoding is greedy"),
+    (["--tries", "2", "--eval", "3"], "--eval measures single tries"),
 ])
 def test_flag_misuse_fails_with_one_line(model_dir, args, message):
     run = dgemma(*args, "--model", str(model_dir))

@@ -84,16 +84,24 @@ def run_solve(args) -> int:
             grid = S.decode_solution(event.draft[0].tolist())
             print(f"step {event.step} ({int(event.accepted[0].sum())} cells accepted)\n{S.format_grid(grid)}\n",
                   flush=True)
-    answers, tpf = solve_batch(model, [puzzle], args.method or "diffusion", not args.no_clamp,
-                               args_config(model, args), args.seed or 0, show)
-    answer = answers[0]
-    valid = S.is_valid_solution(answer, puzzle)
+    cfg, seed = args_config(model, args), args.seed or 0
+    for tried in range(1, args.tries + 1):  # try t samples with seed + t - 1; the rule checker picks the first valid
+        answers, tpf = solve_batch(model, [puzzle], args.method or "diffusion", not args.no_clamp, cfg,
+                                   seed + tried - 1, show)
+        answer = answers[0]
+        valid = S.is_valid_solution(answer, puzzle)
+        if valid:
+            break
+        if tried < args.tries and not args.json:
+            print(f"try {tried} (seed {seed + tried - 1}): not a valid solution, trying again", file=sys.stderr)
     if args.json:
-        print(json.dumps({"solution": S.to_string(answer), "valid": valid, "tokens_per_forward": tpf[0]}))
+        print(json.dumps({"solution": S.to_string(answer), "valid": valid, "tokens_per_forward": tpf[0],
+                          "tries": tried, "seed": seed + tried - 1}))
     else:
         print(S.format_grid(answer))
         if args.verify:
-            print("valid solution" if valid else "NOT a valid solution")
+            found = f" (try {tried}, seed {seed + tried - 1})" if args.tries > 1 else ""
+            print(f"valid solution{found}" if valid else "NOT a valid solution")
     return 0 if valid or not args.verify else 1
 
 
@@ -165,7 +173,13 @@ def run(args) -> int:
         raise ValueError(f"unknown --method {args.method!r}")
     if args.ar_model and args.eval is None:
         raise ValueError("--ar-model is a baseline for --eval N")
+    if args.tries < 1:
+        raise ValueError(f"--tries needs a positive number of tries, got {args.tries}")
+    if args.tries > 1 and args.method == "ar":
+        raise ValueError("--tries needs diffusion: AR decoding is greedy, so every try gives the same answer")
     if args.eval is not None:
+        if args.tries > 1:
+            raise ValueError("--tries applies to solving one PUZZLE; --eval measures single tries")
         if args.puzzle:
             raise ValueError("give either a PUZZLE or --eval N, not both")
         if args.eval < 1:
@@ -207,6 +221,9 @@ def register(sub) -> None:
     p.add_argument("--no-clamp", action="store_true", help="do not fix the givens on the canvas")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--show", action="store_true", help="print the grid after every denoising step")
+    p.add_argument("--tries", type=int, default=1, metavar="N",
+                   help="sample up to N answers (seeds SEED, SEED+1, ...) and keep the first the rule checker "
+                   "accepts as a valid solution (default 1)")
     p.add_argument("--verify", action="store_true", help="say whether the answer is a valid solution (exit 1 if not)")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of the grid")
     p.add_argument("--eval", type=int, default=None, metavar="N", help="evaluate on N fresh puzzles per difficulty")
