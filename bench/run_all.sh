@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Regenerate every number in BENCHMARKS.md on this machine (about 8 minutes on a 2-core CPU; add ~10 minutes
-# with a CUDA GPU for bench/cuda_26b.py). Each step saves a JSON result under bench/results/ and rewrites
-# BENCHMARKS.md and bench/plots/ from all of them.
+# Regenerate every number in BENCHMARKS.md on this machine (about 45 minutes on a 2-core CPU; add ~10 minutes with
+# a CUDA GPU for bench/cuda_26b.py). Each step saves a JSON result under bench/results/ and BENCHMARKS.md and
+# bench/plots/ are rewritten from all of them at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dgemma bench --model small --reps 3 --reference-compile --scaling --budget 240 --markdown
-dgemma bench --model small --batch 4 --reps 3 --name small-cpu-fp32-b4 --markdown
+dgemma bench --model small --reps 3 --reference-compile --scaling --budget 240 --save
+dgemma bench --model small --reps 3 --compile --name small-cpu-fp32-compiled --save
+dgemma bench --model small --batch 4 --reps 3 --name small-cpu-fp32-b4 --save
+dgemma bench --model tiny --reps 5 --threads 1 --save
+dgemma bench --model tiny --reps 5 --threads 1 --compile --name tiny-cpu-fp32-compiled --save
 python bench/ab_cpu.py --rounds 6
+python -m dgemma.tasks.code_eval --tasks 40 --save code-infill
+python -m dgemma.serving.loadtest --model dgemma/assets/code --save serve-code
+dgemma sudoku --eval 1000 --ar-model bench/baselines/sudoku-ar --save sudoku --threads 2 --batch 100
 if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     python bench/cuda_26b.py
 fi

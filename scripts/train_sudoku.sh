@@ -17,9 +17,10 @@
 #     (that one with the export's stopping rule: 2.53 tokens per forward; with --stable K instead:
 #      K=3 51.0 / 24.5%, 6.0 / 4.3 tok/fwd; K=4 53.5 / 25.0%, 5.3 / 3.8; K=5 55.5 / 25.0%, 4.8 / 3.5; K=8 55.5 / 25.0%)
 # The AR-trained baseline of the same size and compute (next-token loss only, cheaper steps, so more of them in
-# the same time): 121 min on 1 thread beside the first run, then 55 min on 2 threads (175 min in all):
-#   OUT=runs/sudoku-ar EXPORT=runs/sudoku-ar/export STEPS=4700 bash scripts/train_sudoku.sh --decoder-loss-weight 0
-#   OUT=runs/sudoku-ar EXPORT=runs/sudoku-ar/export STEPS=8700 bash scripts/train_sudoku.sh \
+# the same time; kept in bench/baselines/sudoku-ar for the BENCHMARKS.md table): 121 min on 1 thread beside the
+# first run, then 55 min on 2 threads (175 min in all):
+#   OUT=runs/sudoku-ar EXPORT=bench/baselines/sudoku-ar STEPS=4700 bash scripts/train_sudoku.sh --decoder-loss-weight 0
+#   OUT=runs/sudoku-ar EXPORT=bench/baselines/sudoku-ar STEPS=8700 bash scripts/train_sudoku.sh \
 #     --decoder-loss-weight 0 --resume --threads 2
 set -euo pipefail
 cd "$(dirname "$0")/.."

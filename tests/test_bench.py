@@ -185,3 +185,13 @@ def test_cuda_script_runs_its_code_path_on_cpu_at_a_tiny_shape(capsys):
     assert [r["batch"] for r in result["rows"]] == [1]
     for row in result["rows"]:
         assert row["step_s"] > 0 and row["floor_s"] > 0 and row["ar_token_s"] > 0 and row["prefill_s"] > 0
+
+
+def test_recorded_command_reproduces_the_named_run():
+    """The command saved with a result names it: rerun without --name, a compiled run would overwrite the
+    default-named eager row."""
+    from dgemma.bench.command import command_line
+    from dgemma.cli import build_parser
+    args = build_parser().parse_args(["bench", "--model", "tiny", "--threads", "1", "--compile", "--name", "t-c"])
+    assert vars(build_parser().parse_args(command_line(args).split()[1:])) == vars(args)  # every option round-trips
+    assert "--name t-c" in command_line(args)

@@ -281,6 +281,8 @@ def command_line(args) -> str:
              "--seed", args.seed, "--reps", args.reps, "--ar-tokens", args.ar_tokens, "--reference", args.reference]
     if args.device:
         parts += ["--device", args.device]
+    if args.name:  # the result's name: without it a rerun would overwrite the default-named row
+        parts += ["--name", args.name]
     if args.threads:
         parts += ["--threads", args.threads]
     if args.reference_compile:
