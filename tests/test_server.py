@@ -203,6 +203,8 @@ def test_tokenize_roundtrip(server):
     ({"prompt": "x", "max_tokens": 1000}, 400, "max_tokens"),
     ({"prompt": "x", "model": "gpt-4"}, 404, "model"),
     ({"prompt": "x", "suffix": "y", "max_tokens": 40}, 400, "suffix"),
+    ({"prompt": "x", "t_min": 0.6, "t_max": 0.5}, 400, "t_min"),
+    ({"prompt": "x", "t_min": 0.9}, 400, "t_min"),  # above the checkpoint's t_max (0.8)
 ])
 def test_errors(server, body, status, param):
     url, _ = server

@@ -243,7 +243,6 @@ def create_app(state: ServerState) -> FastAPI:
         return stops
 
     def make_params(body, max_tokens: int, prompt_len: int, eng: BatchEngine, temperature=None) -> SamplingParams:
-        d = state.defaults
         if prompt_len + max_tokens > eng.context_length:
             raise APIError(400, f"This model's maximum context length is {eng.context_length} tokens. However, you "
                                 f"requested {prompt_len + max_tokens} tokens ({prompt_len} in the prompt, "
@@ -251,17 +250,15 @@ def create_app(state: ServerState) -> FastAPI:
                            param="max_tokens" if prompt_len < eng.context_length else "prompt",
                            code="context_length_exceeded")
         temp = body.temperature if temperature is None else temperature
-        t_min = getattr(body, "t_min", None) or d.get("t_min", 0.4)
-        t_max = getattr(body, "t_max", None) or d.get("t_max", 0.8)
-        if t_min > t_max:
-            raise APIError(400, f"t_min ({t_min}) must not exceed t_max ({t_max})", param="t_min")
         gen = GenerationConfig.from_checkpoint(
-            d, getattr(body, "sampler", None) or "entropy", getattr(body, "entropy_bound", None),
+            state.defaults, getattr(body, "sampler", None) or "entropy", getattr(body, "entropy_bound", None),
             getattr(body, "confidence_tau", None), max_new_tokens=max_tokens,
-            max_denoising_steps=getattr(body, "denoising_steps", None) or None,
-            t_min=t_min, t_max=t_max, temperature=None if temp is None else max(temp, 1e-4),  # 0: greedy in effect
+            max_denoising_steps=getattr(body, "denoising_steps", None), t_min=getattr(body, "t_min", None),
+            t_max=getattr(body, "t_max", None), temperature=None if temp is None else max(temp, 1e-4),  # 0: greedy
             top_k=body.top_k if body.top_k and body.top_k > 0 else None, top_p=body.top_p,
             eos_token_id=tuple(state.tokenizer.stop_ids) or (1,))
+        if gen.t_min > gen.t_max:  # the request's, else the checkpoint's
+            raise APIError(400, f"t_min ({gen.t_min}) must not exceed t_max ({gen.t_max})", param="t_min")
         return SamplingParams(gen, seed=body.seed, drafts=bool(getattr(body, "drafts", False)))
 
     def run(http: HttpRequest, prompt: list[int], params: SamplingParams, stops: list[str],

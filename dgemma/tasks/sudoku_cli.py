@@ -85,22 +85,23 @@ def run_solve(args) -> int:
             print(f"step {event.step} ({int(event.accepted[0].sum())} cells accepted)\n{S.format_grid(grid)}\n",
                   flush=True)
     cfg, seed = args_config(model, args), args.seed or 0
-    for tried in range(1, args.tries + 1):  # try t samples with seed + t - 1; the rule checker picks the first valid
-        answers, tpf = solve_batch(model, [puzzle], args.method or "diffusion", not args.no_clamp, cfg,
-                                   seed + tried - 1, show)
+    for tried in range(1, args.tries + 1):  # the rule checker keeps the first valid answer
+        try_seed = seed + tried - 1
+        answers, tpf = solve_batch(model, [puzzle], args.method or "diffusion", not args.no_clamp, cfg, try_seed,
+                                   show)
         answer = answers[0]
         valid = S.is_valid_solution(answer, puzzle)
         if valid:
             break
         if tried < args.tries and not args.json:
-            print(f"try {tried} (seed {seed + tried - 1}): not a valid solution, trying again", file=sys.stderr)
+            print(f"try {tried} (seed {try_seed}): not a valid solution, trying again", file=sys.stderr)
     if args.json:
         print(json.dumps({"solution": S.to_string(answer), "valid": valid, "tokens_per_forward": tpf[0],
-                          "tries": tried, "seed": seed + tried - 1}))
+                          "tries": tried, "seed": try_seed}))
     else:
         print(S.format_grid(answer))
         if args.verify:
-            found = f" (try {tried}, seed {seed + tried - 1})" if args.tries > 1 else ""
+            found = f" (try {tried}, seed {try_seed})" if args.tries > 1 else ""
             print(f"valid solution{found}" if valid else "NOT a valid solution")
     return 0 if valid or not args.verify else 1
 
