@@ -78,15 +78,21 @@ class KVCache:
     def positions(self, start: int, n: int) -> torch.Tensor:
         return torch.arange(start, start + n, device=self.device)[None]
 
+    @classmethod
+    def over(cls, config: ModelConfig, keys: list[torch.Tensor], values: list[torch.Tensor], valid: torch.Tensor,
+             length: int = 0, padded: bool = False) -> "KVCache":
+        """A cache over existing tensors, not copied (`valid` (B, max_length) gives the shape)."""
+        cache = object.__new__(cls)
+        cache.config, (cache.batch_size, cache.max_length) = config, valid.shape
+        cache.keys, cache.values, cache.valid = keys, values, valid
+        cache.length, cache.padded = length, padded
+        return cache
+
     def select(self, rows: torch.Tensor) -> "KVCache":
         """A copy holding only `rows` (1-D index), for running the decoder on the rows still working."""
-        sub = object.__new__(KVCache)
-        sub.config, sub.batch_size, sub.max_length = self.config, len(rows), self.max_length
-        sub.keys = [k.index_select(0, rows) for k in self.keys]
-        sub.values = [v.index_select(0, rows) for v in self.values]
-        sub.valid = self.valid.index_select(0, rows)
-        sub.length, sub.padded = self.length, self.padded
-        return sub
+        return KVCache.over(self.config, [k.index_select(0, rows) for k in self.keys],
+                            [v.index_select(0, rows) for v in self.values], self.valid.index_select(0, rows),
+                            self.length, self.padded)
 
     def bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)

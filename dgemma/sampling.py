@@ -196,7 +196,9 @@ class EntropyBoundSampler(Sampler):
     def accept(self, stats, step, num_steps):
         sorted_h, order = torch.sort(stats.entropy, dim=-1)
         keep = torch.cumsum(sorted_h, dim=-1) - sorted_h <= self.entropy_bound
-        return torch.zeros_like(keep).scatter(-1, order, keep)
+        # back to canvas order by gathering at each position's rank; the equivalent scatter into zeros is
+        # miscompiled by inductor on CPU (torch 2.13) when a clamp mask is OR-ed in after it, for batches > 1
+        return keep.gather(-1, torch.argsort(order, dim=-1))
 
 
 @dataclass

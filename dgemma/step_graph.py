@@ -1,0 +1,106 @@
+"""A whole CPU denoising step as one compiled graph, called without dynamo.
+
+torch.compile checks its guards at every call. For a step whose arguments include the model (about 100
+parameters) and the generation settings that costs about 0.1 ms a call, a tenth of a tiny model's step, even
+with the checks cut to those that tell compiled versions apart. Here the step is traced once per kind of call
+with torch.export, compiled by inductor (`torch._inductor.compile`, the FX graph cache included), and later calls
+go straight to the compiled code. What a guard would have checked is the lookup key instead: the settings the
+step reads (`StepSettings`), the shapes and dtypes, which optional inputs are given, and the identity of the
+model's tensors. Module-level constants read while tracing (such as `model.DENSE_EXPERT_FLOPS`) are fixed
+when a graph is built.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+
+from .cache import KVCache
+from .sampling import Sampler
+
+
+class StepSettings(NamedTuple):
+    """What a denoising step reads of a GenerationConfig (`advance`): a graph is built per distinct value."""
+    sampler: Sampler
+    max_denoising_steps: int
+    stability_threshold: int
+    confidence_threshold: float
+
+    @classmethod
+    def of(cls, cfg) -> "StepSettings":
+        return cls(cfg.sampler, cfg.max_denoising_steps, cfg.stability_threshold, cfg.confidence_threshold)
+
+
+class _Step(torch.nn.Module):
+    """The step over a flat tuple of tensors, as torch.export wants it and the compiled graph is called: the
+    cache comes as its tensors; the optional self-conditioning embeddings and clamp mask are present or not
+    per graph."""
+
+    def __init__(self, step_fn: Callable, model, settings: StepSettings, has_soft: bool, has_fixed: bool):
+        super().__init__()
+        self.model, self.step_fn, self.settings = model, step_fn, settings
+        self.has_soft, self.has_fixed = has_soft, has_fixed
+
+    def forward(self, *tensors):
+        (temperature, current, start, u, noise, argmax, history, finished, passes, done, valid), rest = \
+            tensors[:11], list(tensors[11:])
+        fixed = rest.pop(0) if self.has_fixed else None
+        soft = rest.pop(0) if self.has_soft else None
+        n = len(rest) // 2
+        cache = KVCache.over(self.model.config, rest[:n], rest[n:], valid)
+        return self.step_fn(self.model, self.settings, temperature, current, cache, start, soft, u, noise, argmax,
+                            history, finished, passes, done, fixed)
+
+
+class StepGraphs:
+    """`step_fn(model, settings, temperature, current, cache, start, soft, u, noise, argmax, history, finished,
+    passes, done, fixed)` compiled per kind of call; called with the same arguments, a GenerationConfig in place
+    of the settings. Under a compiler stance other than the default (say `force_eager`) it runs eagerly."""
+
+    def __init__(self, model, step_fn: Callable):
+        self.model, self.step_fn = model, step_fn
+        self.graphs: dict[tuple, Callable] = {}
+        self.weights: tuple = ()
+
+    def check_weights(self) -> None:
+        """Drop the graphs if the model's tensors were replaced (a graph holds the ones it was built with).
+        Once per generation: it walks every parameter."""
+        weights = tuple(id(t) for t in self.model.parameters()) + tuple(id(t) for t in self.model.buffers())
+        if weights != self.weights:
+            self.graphs.clear()
+            self.weights = weights
+
+    def __call__(self, model, cfg, temperature, current, cache, start, soft, u, noise, argmax, history, finished,
+                 passes, done, fixed):
+        settings = StepSettings.of(cfg)
+        if not compiling_allowed():
+            return self.step_fn(model, settings, temperature, current, cache, start, soft, u, noise, argmax,
+                                history, finished, passes, done, fixed)
+        # contiguous, so that the shapes in the key fix the strides a graph is specialised on (a clamp mask
+        # may come expanded); the cache's tensors are its own
+        step = (temperature, current, start, u, noise, argmax, history, finished, passes, done, cache.valid,
+                *(() if fixed is None else (fixed,)), *(() if soft is None else (soft,)))
+        args = (*(t.contiguous() for t in step), *cache.keys, *cache.values)
+        key = (repr(settings), tuple(current.shape), tuple(u.shape), cache.max_length, cache.keys[0].dtype,
+               model.embed_tokens.weight.dtype, soft is None, fixed is None, history.shape[0])
+        graph = self.graphs.get(key)
+        if graph is None:
+            graph = self.graphs[key] = self.build(settings, soft is not None, fixed is not None, args)
+        return graph(*args)
+
+    def build(self, settings: StepSettings, has_soft: bool, has_fixed: bool, args: tuple) -> Callable:
+        module = _Step(self.step_fn, self.model, settings, has_soft, has_fixed)
+        exported = torch.export.export(module, args, strict=False)
+        # A plain graph over the flat tensors: no input checks and no pytree packing around each call, and
+        # nothing unpicklable, so inductor's FX graph cache works.
+        gm = exported.module(check_guards=False)
+        gm = torch.fx.GraphModule(gm, gm.graph)
+        gm.graph._codegen = torch.fx.graph.CodeGen()
+        gm.recompile()
+        return torch._inductor.compile(gm, list(args), options={"cpp_wrapper": True})
+
+
+def compiling_allowed() -> bool:
+    """Whether torch.compiler's stance is the default one (a caller's `force_eager` is kept)."""
+    stance = getattr(torch._dynamo.eval_frame, "_stance", None)
+    return stance is None or (stance.stance, stance.backend) == ("default", None)
