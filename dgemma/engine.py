@@ -316,6 +316,7 @@ class Engine:
         finished_seq = torch.zeros(B, dtype=torch.bool, device=dev)
         passes = torch.zeros(B, dtype=torch.long, device=dev)
         steps_per_canvas = []
+        settings = StepSettings.of(cfg)  # what the whole-step graph reads of cfg
         if self.step_graphs is not None:
             self.step_graphs.check_weights()
         self.prefill(input_ids, cache, attention_mask)
@@ -339,7 +340,7 @@ class Engine:
                     u = draw_uniforms((B * L, V), gen)
                     noise = torch.randint(0, V, (B, L), device=dev, generator=gen)
                     accept, current, argmax, soft, history, finished, passes = self.whole_step(
-                        model, cfg, temperatures[step], current, cache, start, soft, u,
+                        model, settings, temperatures[step], current, cache, start, soft, u,
                         noise, argmax, history, finished, passes, finished_seq, fixed)
                 else:
                     if self.static_denoise is not None:  # compiled: every row, one shape

@@ -12,7 +12,9 @@ when a graph is built.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+import functools
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -20,8 +22,10 @@ from .cache import KVCache
 from .sampling import Sampler
 
 
-class StepSettings(NamedTuple):
-    """What a denoising step reads of a GenerationConfig (`advance`): a graph is built per distinct value."""
+@dataclass(frozen=True)
+class StepSettings:
+    """What a denoising step reads of a GenerationConfig (`advance`): a graph is built per distinct value. Made
+    once per generation; `key` is its value as a graph's lookup key."""
     sampler: Sampler
     max_denoising_steps: int
     stability_threshold: int
@@ -30,6 +34,10 @@ class StepSettings(NamedTuple):
     @classmethod
     def of(cls, cfg) -> "StepSettings":
         return cls(cfg.sampler, cfg.max_denoising_steps, cfg.stability_threshold, cfg.confidence_threshold)
+
+    @functools.cached_property
+    def key(self) -> str:  # the samplers are plain dataclasses, so not hashable: their repr is the value
+        return repr(self)
 
 
 class _Step(torch.nn.Module):
@@ -55,8 +63,8 @@ class _Step(torch.nn.Module):
 
 class StepGraphs:
     """`step_fn(model, settings, temperature, current, cache, start, soft, u, noise, argmax, history, finished,
-    passes, done, fixed)` compiled per kind of call; called with the same arguments, a GenerationConfig in place
-    of the settings. Under a compiler stance other than the default (say `force_eager`) it runs eagerly."""
+    passes, done, fixed)` compiled per kind of call, and called with the same arguments. Under a compiler stance
+    other than the default (say `force_eager`) it runs eagerly."""
 
     def __init__(self, model, step_fn: Callable):
         self.model, self.step_fn = model, step_fn
@@ -71,9 +79,8 @@ class StepGraphs:
             self.graphs.clear()
             self.weights = weights
 
-    def __call__(self, model, cfg, temperature, current, cache, start, soft, u, noise, argmax, history, finished,
-                 passes, done, fixed):
-        settings = StepSettings.of(cfg)
+    def __call__(self, model, settings: StepSettings, temperature, current, cache, start, soft, u, noise, argmax,
+                 history, finished, passes, done, fixed):
         if not compiling_allowed():
             return self.step_fn(model, settings, temperature, current, cache, start, soft, u, noise, argmax,
                                 history, finished, passes, done, fixed)
@@ -82,7 +89,7 @@ class StepGraphs:
         step = (temperature, current, start, u, noise, argmax, history, finished, passes, done, cache.valid,
                 *(() if fixed is None else (fixed,)), *(() if soft is None else (soft,)))
         args = (*(t.contiguous() for t in step), *cache.keys, *cache.values)
-        key = (repr(settings), tuple(current.shape), tuple(u.shape), cache.max_length, cache.keys[0].dtype,
+        key = (settings.key, tuple(current.shape), tuple(u.shape), cache.max_length, cache.keys[0].dtype,
                model.embed_tokens.weight.dtype, soft is None, fixed is None, history.shape[0])
         graph = self.graphs.get(key)
         if graph is None:
