@@ -93,6 +93,41 @@ def test_loss_equals_hand_computed(model):
     torch.testing.assert_close(loss, dec + 0.5 * enc, atol=1e-4, rtol=1e-4)
 
 
+def test_decoder_only_loss_encodes_only_what_the_canvases_see():
+    """With no encoder loss the encoder stops at the last supervised canvas's start: the decoder loss, its
+    logits and its gradients are those of the full pass (left-padded rows and self-conditioning included).
+    Float64, as the reductions run over fewer tokens."""
+    model = DiffusionGemma.from_pretrained("tiny", dtype=torch.float64)
+    L = model.config.canvas_length
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(3, 256, (3, 6 + 3 * L), generator=g)
+    valid = torch.ones_like(ids, dtype=torch.bool)
+    valid[0, :2] = False
+    d = _draws(model, ids, 6, g)
+    d["sc"] = torch.tensor([True, False, True])
+    d["canvas_idx"] = torch.tensor([[0, 1], [1, 1], [0, 1]])  # the last canvas (2) is never supervised
+    d["t"], d["noised"] = d["t"][:, :2], d["noised"][:, :2 * L]
+    w = torch.randn(3, 2 * L, 256, generator=g, dtype=torch.float64)
+    runs = []
+    for weight in (0.0, 1.0):
+        model.zero_grad(set_to_none=True)
+        seen = []
+        hook = model.embed_tokens.register_forward_hook(lambda m, a, out: seen.append(a[0].shape[1]))
+        _, parts = diffusion_loss(model, ids, 6, "all", encoder_loss_weight=weight, draws=d, return_parts=True,
+                                  valid=valid)
+        hook.remove()
+        (parts["logits"] * w).sum().backward()
+        runs.append((parts, seen[0], torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])))
+    (trim, trim_len, trim_grad), (full, full_len, full_grad) = runs
+    assert (trim_len, full_len) == (6 + L, 6 + 3 * L)  # the encoder's input: up to canvas 1's start, and all
+    assert torch.isnan(trim["encoder"]) and not torch.isnan(full["encoder"])
+    torch.testing.assert_close(trim["logits"], full["logits"])
+    torch.testing.assert_close(trim["decoder"], full["decoder"])
+    # at init RMSNorm near its eps amplifies rounding (gradients reach 1e10): compare all gradients as one vector
+    assert trim_grad.shape == full_grad.shape
+    assert (trim_grad - full_grad).norm() <= 1e-6 * full_grad.norm()
+
+
 def test_gradients_flow_and_sc_pass(model):
     L = model.config.canvas_length
     g = torch.Generator().manual_seed(3)

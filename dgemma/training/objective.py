@@ -151,17 +151,26 @@ def diffusion_loss(model, ids: torch.Tensor, prompt_len: int, supervise: str = "
     target = ids.gather(1, canvas_slots(P, L, canvas_idx))  # (B, K*L)
     noised, sc = draws["noised"], draws["sc"]
 
-    hidden, store = encoder_forward(model, ids, checkpoint=checkpoint, valid=valid)
-    enc_logits = head(model, hidden[:, :-1])
-    enc_targets = ids[:, 1:] if valid is None else ids[:, 1:].masked_fill(~(valid[:, :-1] & valid[:, 1:]), -100)
-    enc_sum = F.cross_entropy(enc_logits.reshape(-1, V), enc_targets.reshape(-1), reduction="sum", ignore_index=-100)
-
-    n_enc = float(enc_norm_tokens if enc_norm_tokens is not None else encoder_targets(ids, valid))
-    if decoder_loss_weight == 0:  # autoregressive baseline: the encoder's next-token loss only
+    if encoder_loss_weight == 0:
+        # Nothing needs the encoder's logits, nor its keys past the start of the last supervised canvas (a canvas
+        # sees the clean tokens strictly before it): encode only that prefix. Exact, and with one canvas per
+        # example it halves the encoder's work.
+        T = P + int(canvas_idx.max()) * L
+        valid = None if valid is None else valid[:, :T]
+        hidden, store = encoder_forward(model, ids[:, :T], checkpoint=checkpoint, valid=valid)
+        enc = torch.full((), float("nan"), device=ids.device)
+    else:
+        hidden, store = encoder_forward(model, ids, checkpoint=checkpoint, valid=valid)
+        enc_logits = head(model, hidden[:, :-1])
+        enc_targets = ids[:, 1:] if valid is None else ids[:, 1:].masked_fill(~(valid[:, :-1] & valid[:, 1:]), -100)
+        enc_sum = F.cross_entropy(enc_logits.reshape(-1, V), enc_targets.reshape(-1), reduction="sum",
+                                  ignore_index=-100)
+        n_enc = float(enc_norm_tokens if enc_norm_tokens is not None else encoder_targets(ids, valid))
         enc = enc_sum / n_enc
+    if decoder_loss_weight == 0:  # autoregressive baseline: the encoder's next-token loss only
         loss = encoder_loss_weight * enc
         if return_parts:
-            return loss, {"decoder": torch.tensor(float("nan")), "encoder": enc.detach(), "draws": draws}
+            return loss, {"decoder": torch.full((), float("nan"), device=ids.device), "encoder": enc.detach(), "draws": draws}
         return loss
     soft = None
     if same_passes or bool(sc.any()):
@@ -177,8 +186,7 @@ def diffusion_loss(model, ids: torch.Tensor, prompt_len: int, supervise: str = "
     dec_sum = F.cross_entropy(logits.reshape(-1, V), target.reshape(-1), reduction="sum")
     n_dec = float(norm_tokens if norm_tokens is not None else target.numel())
     dec = dec_sum / n_dec
-    enc = enc_sum / n_enc
-    loss = decoder_loss_weight * dec + encoder_loss_weight * enc
+    loss = decoder_loss_weight * dec + (encoder_loss_weight * enc if encoder_loss_weight else 0.0)
     if return_parts:
         return loss, {"decoder": dec.detach(), "encoder": enc.detach(), "draws": draws, "logits": logits}
     return loss
