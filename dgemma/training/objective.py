@@ -150,6 +150,7 @@ def diffusion_loss(model, ids: torch.Tensor, prompt_len: int, supervise: str = "
     canvas_idx = draws["canvas_idx"]
     target = ids.gather(1, canvas_slots(P, L, canvas_idx))  # (B, K*L)
     noised, sc = draws["noised"], draws["sc"]
+    unused = torch.full((), float("nan"), device=ids.device)  # the reported value of a loss not computed
 
     if encoder_loss_weight == 0:
         # Nothing needs the encoder's logits, nor its keys past the start of the last supervised canvas (a canvas
@@ -158,7 +159,7 @@ def diffusion_loss(model, ids: torch.Tensor, prompt_len: int, supervise: str = "
         T = P + int(canvas_idx.max()) * L
         valid = None if valid is None else valid[:, :T]
         hidden, store = encoder_forward(model, ids[:, :T], checkpoint=checkpoint, valid=valid)
-        enc = torch.full((), float("nan"), device=ids.device)
+        enc = unused
     else:
         hidden, store = encoder_forward(model, ids, checkpoint=checkpoint, valid=valid)
         enc_logits = head(model, hidden[:, :-1])
@@ -170,7 +171,7 @@ def diffusion_loss(model, ids: torch.Tensor, prompt_len: int, supervise: str = "
     if decoder_loss_weight == 0:  # autoregressive baseline: the encoder's next-token loss only
         loss = encoder_loss_weight * enc
         if return_parts:
-            return loss, {"decoder": torch.full((), float("nan"), device=ids.device), "encoder": enc.detach(), "draws": draws}
+            return loss, {"decoder": unused, "encoder": enc.detach(), "draws": draws}
         return loss
     soft = None
     if same_passes or bool(sc.any()):
