@@ -28,6 +28,10 @@
 # --encoder-loss-weight 0 --threads 2` (104 min), reached a lower held-out loss than the bundled model (0.100 against
 # 0.12) but solved fewer validation puzzles, 200 per bucket: 39.5 / 13.0% at the bundled settings (0.8->0.4:
 # 28.5 / 5.0%; 1.0->0.5: 32.5 / 6.0%; 1.5->1.0: 39.0 / 10.5%) against 55.5 / 25.0%. The loss is not the solve rate.
+# Tried 2026-11-30, not adopted: the same recipe in one clean schedule on both cores with a 4x larger pool,
+# `STEPS=5700 bash scripts/train_sudoku.sh --data sudoku:20000 --threads 2` (129 min). Held-out loss 0.086
+# against 0.12, but validation solve rates (200 per bucket) of 51.5 / 29.0% at the bundled settings (1.5->1.0:
+# 50.5 / 23.0%) against 55.5 / 25.0%: fewer singles, more search. Again the loss did not predict solving.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MC='{"vocab_size":832,"hidden_size":128,"intermediate_size":256,"num_layers":6,"num_heads":4,"num_kv_heads":2,"head_dim":32,"global_head_dim":64,"num_global_kv_heads":1,"sliding_window":256,"layer_types":["sliding_attention","sliding_attention","full_attention","sliding_attention","sliding_attention","full_attention"],"num_experts":8,"top_k_experts":2,"moe_intermediate_size":128,"canvas_length":81,"max_position_embeddings":512}'
