@@ -130,6 +130,11 @@ def encoder_targets(ids: torch.Tensor, valid: torch.Tensor | None) -> int:
     return int((valid[:, :-1] & valid[:, 1:]).sum())
 
 
+def not_computed(ref: torch.Tensor) -> torch.Tensor:
+    """The reported value of a loss that was not computed (nan), on `ref`'s device."""
+    return torch.full((), float("nan"), device=ref.device)
+
+
 def diffusion_loss(model, ids: torch.Tensor, prompt_len: int, supervise: str = "one",
                    encoder_loss_weight: float = 1.0, sc_prob: float = 0.5, generator=None,
                    checkpoint: bool = False, norm_tokens: float | None = None, enc_norm_tokens: float | None = None,
@@ -150,7 +155,6 @@ def diffusion_loss(model, ids: torch.Tensor, prompt_len: int, supervise: str = "
     canvas_idx = draws["canvas_idx"]
     target = ids.gather(1, canvas_slots(P, L, canvas_idx))  # (B, K*L)
     noised, sc = draws["noised"], draws["sc"]
-    unused = torch.full((), float("nan"), device=ids.device)  # the reported value of a loss not computed
 
     if encoder_loss_weight == 0:
         # Nothing needs the encoder's logits, nor its keys past the start of the last supervised canvas (a canvas
@@ -159,7 +163,7 @@ def diffusion_loss(model, ids: torch.Tensor, prompt_len: int, supervise: str = "
         T = P + int(canvas_idx.max()) * L
         valid = None if valid is None else valid[:, :T]
         hidden, store = encoder_forward(model, ids[:, :T], checkpoint=checkpoint, valid=valid)
-        enc = unused
+        enc = not_computed(ids)
     else:
         hidden, store = encoder_forward(model, ids, checkpoint=checkpoint, valid=valid)
         enc_logits = head(model, hidden[:, :-1])
@@ -171,7 +175,7 @@ def diffusion_loss(model, ids: torch.Tensor, prompt_len: int, supervise: str = "
     if decoder_loss_weight == 0:  # autoregressive baseline: the encoder's next-token loss only
         loss = encoder_loss_weight * enc
         if return_parts:
-            return loss, {"decoder": unused, "encoder": enc.detach(), "draws": draws}
+            return loss, {"decoder": not_computed(ids), "encoder": enc.detach(), "draws": draws}
         return loss
     soft = None
     if same_passes or bool(sc.any()):
