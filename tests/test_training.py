@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from dgemma import DiffusionGemma
 from dgemma.training import data as D
 from dgemma.training.cli import parse
-from dgemma.training.objective import corrupt, diffusion_loss, head, sample_draws, substitute
+from dgemma.training.objective import corrupt, diffusion_loss, head
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -34,27 +34,6 @@ def test_corruption_rate_matches_t():
     changed = (out != canvas).float().mean(1)
     expected = t * (1 - 1 / 256)  # a uniform draw equals the original token 1/V of the time
     assert torch.allclose(changed, expected, atol=0.015)
-
-
-def test_substitution_draws_wrong_tokens_from_the_same_canvas():
-    g = torch.Generator().manual_seed(0)
-    clean = torch.stack([torch.arange(3, 12).repeat(100), torch.arange(500, 509).repeat(100)])[:, None]  # (2, 1, 900)
-    noised = torch.full_like(clean, 99)
-    out = substitute(noised, clean, 0.3, g)
-    hit = out != 99
-    assert abs(hit.float().mean().item() - 0.3) < 0.03  # the rate
-    assert bool((out[0][hit[0]] < 12).all() and (out[0][hit[0]] >= 3).all())  # row 0's own tokens, not row 1's
-    assert bool((out[1][hit[1]] >= 500).all() and (out[1][hit[1]] < 509).all())
-    assert (out[hit] != clean[hit]).float().mean().item() > 0.8  # mostly wrong for the position (8 in 9)
-
-
-def test_substitution_off_keeps_the_random_stream(model):
-    ids = torch.randint(3, 200, (3, 8 + 32), generator=torch.Generator().manual_seed(1))
-    a = sample_draws(model, ids, 8, generator=torch.Generator().manual_seed(5))
-    b = sample_draws(model, ids, 8, generator=torch.Generator().manual_seed(5), substitute_rate=0.0)
-    c = sample_draws(model, ids, 8, generator=torch.Generator().manual_seed(5), substitute_rate=0.5)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert torch.equal(a["t"], c["t"]) and not torch.equal(a["noised"], c["noised"])
 
 
 def _draws(model, ids, P, g):
@@ -186,9 +165,6 @@ def test_cli_rejects_bad_flags(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse(["--data", "x", "--steps", "0"])
     assert "--steps" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        parse(["--data", "x", "--substitute", "1.5"])
-    assert "--substitute must be in [0, 1)" in capsys.readouterr().err
     cfg = tmp_path / "c.toml"
     cfg.write_text('data = "sudoku"\nsteps = 7\n')
     args = parse(["--config", str(cfg), "--steps", "9"])

@@ -28,9 +28,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--encoder-loss-weight", type=float, default=1.0, help="weight of the encoder's next-token loss")
     a("--decoder-loss-weight", type=float, default=1.0,
       help="weight of the diffusion loss; 0 trains the autoregressive baseline (encoder loss only, no decoder pass)")
-    a("--substitute", type=float, default=0.0, metavar="RATE",
-      help="also replace this fraction of canvas tokens by a token from elsewhere in the same clean canvas (a "
-      "plausible wrong token, as drafts hold), so the decoder learns to correct them; 0: off (default)")
     a("--lora-rank", type=int, default=0, help="LoRA rank (0: full fine-tuning)")
     a("--lora-alpha", type=float, default=32.0, help="LoRA alpha")
     a("--lora-targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
@@ -78,8 +75,6 @@ def finish(p, args, argv=None):
         p.error("--dist fsdp with --lora-rank is not supported; use --dist ddp (the adapters are small)")
     if args.decoder_loss_weight == 0 and args.encoder_loss_weight == 0:
         p.error("--encoder-loss-weight and --decoder-loss-weight cannot both be 0")
-    if not 0 <= args.substitute < 1:
-        p.error(f"--substitute must be in [0, 1), got {args.substitute}")
     for name in ("steps", "batch_size", "accum", "canvases"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")

@@ -20,16 +20,6 @@ def corrupt(canvas: torch.Tensor, t: torch.Tensor, vocab_size: int, generator=No
     return torch.where(u < t[..., None], noise, canvas)
 
 
-def substitute(noised: torch.Tensor, clean: torch.Tensor, rate: float, generator=None) -> torch.Tensor:
-    """Replace each token of (B, K, L) `noised` canvases, with probability `rate`, by the clean token of a random
-    position of the same canvas: a plausible wrong token (in Sudoku a wrong digit), the kind of error an accepted
-    sample leaves on a draft, which uniform noise over a vocabulary almost never produces. Training on these
-    teaches the decoder to correct a draft's tokens instead of trusting every real-looking one."""
-    pick = clean.gather(-1, torch.randint(0, clean.shape[-1], clean.shape, generator=generator, device=clean.device))
-    hit = torch.rand(clean.shape, generator=generator, device=clean.device) < rate
-    return torch.where(hit, pick, noised)
-
-
 def split_canvases(prompt_len: int, total_len: int, canvas_length: int) -> int:
     n = total_len - prompt_len
     if n <= 0 or n % canvas_length:
@@ -100,10 +90,9 @@ def decoder_forward(model, noised: torch.Tensor, canvas_idx: torch.Tensor, P: in
 
 
 def sample_draws(model, ids: torch.Tensor, prompt_len: int, supervise: str = "one", sc_prob: float = 0.5,
-                 generator=None, given: dict | None = None, substitute_rate: float = 0.0) -> dict:
+                 generator=None, given: dict | None = None) -> dict:
     """The random choices of one batch, those not `given`, in a fixed order: canvas_idx (B,K), t (B,K),
-    noised (B,K*L), sc (B,). `substitute_rate` > 0 adds in-canvas substitutions to the noise (`substitute`),
-    drawn right after it; at 0 nothing more is drawn, so the random stream is unchanged. Drawn for the whole global batch so that data-parallel ranks, each taking its
+    noised (B,K*L), sc (B,). Drawn for the whole global batch so that data-parallel ranks, each taking its
     rows, see exactly what one process would."""
     B, T = ids.shape
     L, V, P = model.config.canvas_length, model.config.vocab_size, prompt_len
@@ -122,10 +111,7 @@ def sample_draws(model, ids: torch.Tensor, prompt_len: int, supervise: str = "on
         draws["t"] = torch.rand((B, K), generator=generator, device=dev) * (1 - 1e-3) + 1e-3
     if "noised" not in draws:
         target = ids.gather(1, canvas_slots(P, L, draws["canvas_idx"]))
-        noised = corrupt(target.view(B, K, L), draws["t"], V, generator)
-        if substitute_rate > 0:
-            noised = substitute(noised, target.view(B, K, L), substitute_rate, generator)
-        draws["noised"] = noised.view(B, K * L)
+        draws["noised"] = corrupt(target.view(B, K, L), draws["t"], V, generator).view(B, K * L)
     if "sc" not in draws:
         draws["sc"] = torch.rand((B,), generator=generator, device=dev) < sc_prob
     return draws

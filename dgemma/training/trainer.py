@@ -218,8 +218,7 @@ def train(args) -> dict:
         dsum = esum = 0.0
         for _ in range(args.accum):
             ids, P, valid = train_data.batch(global_batch, rng)  # every rank: the same global batch and noise
-            draws = sample_draws(model, ids, P, args.supervise, generator=gen,  # on the CPU: device-independent
-                                 substitute_rate=args.substitute)
+            draws = sample_draws(model, ids, P, args.supervise, generator=gen)  # on the CPU: device-independent
             n_dec = float(draws["noised"].numel())
             n_enc = float(encoder_targets(ids, valid))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
