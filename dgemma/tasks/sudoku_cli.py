@@ -161,8 +161,9 @@ def run_eval(args) -> int:
                      f"{r['tokens_per_forward']:.2f}", f"{1000 * r['seconds_per_puzzle']:.1f}"] for r in rows],
                    text="Fresh puzzles with a unique solution per difficulty bucket (singles: naked/hidden singles "
                         "solve it; search: they do not), the same puzzles for every method. The AR-trained "
-                        "baseline has the same architecture and size, trained for the same time on the same data "
-                        "with the next-token loss only (scripts/train_sudoku.sh --decoder-loss-weight 0). Block "
+                        "baseline has the same architecture and size, trained on puzzles from the same generator "
+                        "for about the same time with the next-token loss only (scripts/train_sudoku.sh "
+                        "--decoder-loss-weight 0; the script's header gives each run's data and time). Block "
                         f"diffusion uses the {args.sampler} sampler, at most {cfg.max_denoising_steps} denoising "
                         f"steps and temperatures {cfg.t_max} to {cfg.t_min}, and stops a puzzle once its answer "
                         f"has not changed for {cfg.stability_threshold} steps{entropy_rule}; AR decoding is greedy.")
