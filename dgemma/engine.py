@@ -317,6 +317,12 @@ class Engine:
         passes = torch.zeros(B, dtype=torch.long, device=dev)
         steps_per_canvas = []
         settings = StepSettings.of(cfg)  # what the whole-step graph reads of cfg
+        # The compiled steps take no optional inputs: the first step's self-conditioning is an exact zero signal
+        # (the block maps zeros to zeros, see SelfConditioning) and an unclamped canvas has an all-False clamp.
+        zero_soft = unclamped = None
+        if self.static_denoise is not None:
+            zero_soft = torch.zeros(B, L, model.config.hidden_size, dtype=model.dtype, device=dev)
+            unclamped = torch.zeros(B, L, dtype=torch.bool, device=dev)
         if self.step_graphs is not None:
             self.step_graphs.check_weights()
         self.prefill(input_ids, cache, attention_mask)
@@ -325,7 +331,7 @@ class Engine:
             fixed = None
             if c == 0 and canvas is not None:
                 current, fixed = canvas, clamp
-            argmax, soft = current, None
+            argmax, soft = current, zero_soft
             finished = finished_seq.clone() if cfg.skip_finished_rows else torch.zeros_like(finished_seq)
             rows, sub_cache = None, cache  # the decoder runs on `rows` only, once some are done
             active = (~finished).tolist()
@@ -341,7 +347,8 @@ class Engine:
                     noise = torch.randint(0, V, (B, L), device=dev, generator=gen)
                     accept, current, argmax, soft, history, finished, passes = self.whole_step(
                         model, settings, temperatures[step], current, cache, start, soft, u,
-                        noise, argmax, history, finished, passes, finished_seq, fixed)
+                        noise, argmax, history, finished, passes, finished_seq,
+                        unclamped if fixed is None else fixed)
                 else:
                     if self.static_denoise is not None:  # compiled: every row, one shape
                         with known_inputs(steps > 2):

@@ -6,8 +6,7 @@ with the checks cut to those that tell compiled versions apart. Here the step is
 with torch.export, compiled by inductor (`torch._inductor.compile`, the FX graph cache included), and later calls
 go straight to the compiled code. The trace is non-strict: a strict one (through dynamo) would give torch.compile's
 own graph, whose kernels ran 5% faster on the small preset, but it resets every dynamo cache in the process. What a guard would have checked is the lookup key instead: the settings the
-step reads (`StepSettings`), the shapes and dtypes, which optional inputs are given, and the identity of the
-model's tensors. Module-level constants read while tracing (such as `model.DENSE_EXPERT_FLOPS`) are fixed
+step reads (`StepSettings`), the shapes and dtypes, and the identity of the model's tensors. Module-level constants read while tracing (such as `model.DENSE_EXPERT_FLOPS`) are fixed
 when a graph is built.
 """
 from __future__ import annotations
@@ -42,29 +41,27 @@ class StepSettings:
 
 class _Step(torch.nn.Module):
     """The step over a flat tuple of tensors, as torch.export wants it and the compiled graph is called: the
-    cache comes as its tensors; the optional self-conditioning embeddings and clamp mask are present or not
-    per graph."""
+    cache comes as its tensors."""
 
-    def __init__(self, step_fn: Callable, model, settings: StepSettings, has_soft: bool, has_fixed: bool):
+    def __init__(self, step_fn: Callable, model, settings: StepSettings):
         super().__init__()
         self.model, self.step_fn, self.settings = model, step_fn, settings
-        self.has_soft, self.has_fixed = has_soft, has_fixed
 
     def forward(self, *tensors):
-        (temperature, current, start, u, noise, argmax, history, finished, passes, done, valid), rest = \
-            tensors[:11], list(tensors[11:])
-        fixed = rest.pop(0) if self.has_fixed else None
-        soft = rest.pop(0) if self.has_soft else None
+        (temperature, current, start, u, noise, argmax, history, finished, passes, done, valid, fixed, soft), rest = \
+            tensors[:13], tensors[13:]
         n = len(rest) // 2
-        cache = KVCache.over(self.model.config, rest[:n], rest[n:], valid)
+        cache = KVCache.over(self.model.config, list(rest[:n]), list(rest[n:]), valid)
         return self.step_fn(self.model, self.settings, temperature, current, cache, start, soft, u, noise, argmax,
                             history, finished, passes, done, fixed)
 
 
 class StepGraphs:
     """`step_fn(model, settings, temperature, current, cache, start, soft, u, noise, argmax, history, finished,
-    passes, done, fixed)` compiled per kind of call, and called with the same arguments. Under a compiler stance
-    other than the default (say `force_eager`) it runs eagerly."""
+    passes, done, fixed)` compiled per kind of call, and called with the same arguments. `soft` and `fixed` are
+    always tensors (the engine gives the first step an exact zero signal and an unclamped canvas an all-False
+    mask), so one graph serves every step of every canvas. Under a compiler stance other than the default (say
+    `force_eager`) it runs eagerly."""
 
     def __init__(self, model, step_fn: Callable):
         self.model, self.step_fn = model, step_fn
@@ -86,18 +83,18 @@ class StepGraphs:
                                 history, finished, passes, done, fixed)
         # contiguous, so that the shapes in the key fix the strides a graph is specialised on (a clamp mask
         # may come expanded); the cache's tensors are its own
-        step = (temperature, current, start, u, noise, argmax, history, finished, passes, done, cache.valid,
-                *(() if fixed is None else (fixed,)), *(() if soft is None else (soft,)))
-        args = (*(t.contiguous() for t in step), *cache.keys, *cache.values)
+        step = (temperature, current, start, u, noise, argmax, history, finished, passes, done, cache.valid, fixed,
+                soft)
+        args = (*_distinct(t.contiguous() for t in step), *cache.keys, *cache.values)
         key = (settings.key, tuple(current.shape), tuple(u.shape), cache.max_length, cache.keys[0].dtype,
-               model.embed_tokens.weight.dtype, soft is None, fixed is None, history.shape[0])
+               model.embed_tokens.weight.dtype, history.shape[0])
         graph = self.graphs.get(key)
         if graph is None:
-            graph = self.graphs[key] = self.build(settings, soft is not None, fixed is not None, args)
+            graph = self.graphs[key] = self.build(settings, args)
         return graph(*args)
 
-    def build(self, settings: StepSettings, has_soft: bool, has_fixed: bool, args: tuple) -> Callable:
-        module = _Step(self.step_fn, self.model, settings, has_soft, has_fixed)
+    def build(self, settings: StepSettings, args: tuple) -> Callable:
+        module = _Step(self.step_fn, self.model, settings)
         exported = torch.export.export(module, args, strict=False)
         # A plain graph over the flat tensors: no input checks and no pytree packing around each call, and
         # nothing unpicklable, so inductor's FX graph cache works.
@@ -106,6 +103,19 @@ class StepGraphs:
         gm.graph._codegen = torch.fx.graph.CodeGen()
         gm.recompile()
         return torch._inductor.compile(gm, list(args), options={"cpp_wrapper": True})
+
+
+def _distinct(tensors) -> list[torch.Tensor]:
+    """The tensors, each one whose storage an earlier one shares copied. An export traced on aliased inputs
+    (a canvas's first step passes its canvas as both `current` and `argmax`) reads one for both in every later
+    call, when they differ."""
+    out, seen = [], set()
+    for t in tensors:
+        if t.untyped_storage().data_ptr() in seen:
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        out.append(t)
+    return out
 
 
 def compiling_allowed() -> bool:

@@ -24,6 +24,10 @@ SHAPES = {
     "b": dict(vocab_size=96, hidden_size=40, intermediate_size=24, num_hidden_layers=6, num_attention_heads=2,
               num_key_value_heads=2, head_dim=16, global_head_dim=32, num_global_key_value_heads=1, sliding_window=5,
               num_experts=8, top_k_experts=3, moe_intermediate_size=8),
+    # "a" cut to one sliding and one global layer: the compiled-engine tests, whose compile time grows with depth
+    "c": dict(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, head_dim=8, global_head_dim=16, num_global_key_value_heads=1, sliding_window=8,
+              num_experts=4, top_k_experts=2, moe_intermediate_size=16, layer_types=[SLIDING, FULL]),
 }
 
 

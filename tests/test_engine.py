@@ -284,11 +284,36 @@ def test_top_k_and_top_p_restrict_the_samples():
         assert set(stats.sampled.flatten().tolist()) == allowed
 
 
-def test_compiled_engine_gives_the_same_tokens_with_one_graph_per_input_kind(checkpoint, monkeypatch):
+# The compiled-engine tests share one two-layer model per expert path and one kind of call (batch, prompt, canvases,
+# settings), so a graph is compiled once for the session: compiling is most of their cost on a cold cache.
+COMPILED_CALL = dict(max_new_tokens=24, max_denoising_steps=10, t_min=0.01, t_max=0.02, entropy_bound=5.0,
+                     confidence_threshold=0.5)
+
+
+@pytest.fixture(scope="module")
+def compiled_models(tmp_path_factory):
+    """Dense experts in the graph, or routed through the opaque expert op: a step graph is per model, its
+    expert path fixed in it when it is built."""
+    import dgemma.model
+    path = tmp_path_factory.mktemp("ref-compiled")
+    make_reference("c", canvas_length=8, seed=3).save_pretrained(path)
+    models = {flops: DiffusionGemma.from_pretrained(path, dtype=torch.float64)
+              for flops in (dgemma.model.DENSE_EXPERT_FLOPS, 0.0)}
+    return {**models, "path": path}
+
+
+def compiled_prompt():
+    prompt = torch.randint(3, 128, (2, 13), generator=torch.Generator().manual_seed(5))
+    mask = torch.ones(2, 13, dtype=torch.long)
+    mask[1, :4] = 0
+    return prompt, mask
+
+
+def test_compiled_engine_gives_the_same_tokens_with_one_graph_per_input_kind(compiled_models, monkeypatch):
     """Engine(compile=True) against the eager engine in float64: the same tokens over left padding, early stops
     and three canvases, for both expert paths (dense in the graph, and routed through the opaque expert op), and
-    no recompilation as the cache grows. On CPU with a small vocabulary a whole step is one exported graph (one
-    without self-conditioning, one with; `StepGraphs`, called without dynamo) and the canvas commits another;
+    no recompilation as the cache grows or from the first step to the next. On CPU with a small vocabulary a
+    whole step is one exported graph (`StepGraphs`, called without dynamo) and the canvas commits another;
     without it (CUDA, or here: the whole-step graph withheld) the decoder forward and the sampling statistics are
     compiled apart. AR decoding compiles its one-token encoder pass."""
     from torch._dynamo.utils import counters
@@ -297,41 +322,31 @@ def test_compiled_engine_gives_the_same_tokens_with_one_graph_per_input_kind(che
     import dgemma.model
     import dgemma.step_graph
     dense = dgemma.model.DENSE_EXPERT_FLOPS
-    models = {dense: DiffusionGemma.from_pretrained(checkpoint, dtype=torch.float64),  # a step graph is per model,
-              0.0: DiffusionGemma.from_pretrained(checkpoint, dtype=torch.float64)}  # its expert path fixed in it
-    prompt = torch.randint(3, 128, (2, 13), generator=torch.Generator().manual_seed(5))
-    mask = torch.ones(2, 13, dtype=torch.long)
-    mask[1, :4] = 0
-    settings = dict(max_new_tokens=24, max_denoising_steps=10, t_min=0.01, t_max=0.02, entropy_bound=5.0,
-                    eos_token_id=[127], attention_mask=mask)
+    prompt, mask = compiled_prompt()
     torch._dynamo.reset()
     graphs = counters["stats"]["unique_graphs"]
     built, real_build = [], dgemma.step_graph.StepGraphs.build
     monkeypatch.setattr(dgemma.step_graph.StepGraphs, "build", lambda self, *a: built.append(a[0]) or real_build(self, *a))
     real_whole_step = dgemma.engine.compiled_whole_step
-    # A setting baked into the step graph (the stopping threshold: 1e-30 is never met) must pick its own graph when
-    # one for another threshold is built, and switching back must reuse the first.
-    for seed, dense_flops, whole_step, padded, threshold in (
-            (0, dense, True, True, 0.5), (1, 0.0, True, True, 0.5), (2, dense, False, True, 0.5),
-            (3, dense, True, False, 0.5), (4, dense, True, True, 1e-30), (5, dense, True, True, 0.5)):
-        model = models[dense_flops]
+    for seed, dense_flops, whole_step, padded in ((0, dense, True, True), (1, 0.0, True, True),
+                                                  (2, dense, False, True), (3, dense, True, False)):
+        model = compiled_models[dense_flops]
         monkeypatch.setattr(dgemma.model, "DENSE_EXPERT_FLOPS", dense_flops)
         monkeypatch.setattr(dgemma.engine, "compiled_whole_step",
                             real_whole_step if whole_step else lambda model: None)
-        settings["attention_mask"] = mask if padded else None  # unpadded: the prompt is prefilled in chunks too
-        eager = model.generate(prompt, seed=seed, confidence_threshold=threshold, **settings)
-        compiled = model.generate(prompt, seed=seed, confidence_threshold=threshold, compile=True, **settings)
+        settings = dict(COMPILED_CALL, eos_token_id=[127], seed=seed,
+                        attention_mask=mask if padded else None)  # unpadded: the prompt is prefilled in chunks too
+        eager = model.generate(prompt, **settings)
+        compiled = model.generate(prompt, compile=True, **settings)
         assert torch.equal(eager.sequences, compiled.sequences), f"seed {seed}"
         assert eager.steps_per_canvas == compiled.steps_per_canvas and len(eager.steps_per_canvas) == 3
         assert torch.equal(eager.decoder_passes, compiled.decoder_passes)
-        # rows stopped early and kept their state while the other ran on; or, never stopping, ran every step
-        assert (eager.decoder_passes < 30).all() if threshold == 0.5 else eager.steps_per_canvas == [10] * 3
-    # step graphs: 3 x (without and with self-conditioning): dense and routed experts, and the second threshold
-    assert [s.confidence_threshold for s in built] == [0.5, 0.5, 0.5, 0.5, 1e-30, 1e-30]
-    # dynamo: 2 commits (one per expert path) + 2 decoder forwards + 1 sampling (the commit graph is reused, also
+        assert (eager.decoder_passes < 30).all()  # rows stopped early and kept their state while the other ran on
+    assert len(built) == 2  # one step graph per model: dense and routed experts
+    # dynamo: 2 commits (one per expert path) + 1 decoder forward + 1 sampling (the commit graph is reused, also
     # for the prompt's canvas-sized chunks)
-    assert counters["stats"]["unique_graphs"] - graphs == 5
-    model = models[dense]
+    assert counters["stats"]["unique_graphs"] - graphs == 4
+    model = compiled_models[dense]
     for m in (mask, None):
         ar = dgemma.engine.Engine(model).generate_ar(prompt, 12, attention_mask=m, eos_token_id=(127,))
         ar_compiled = dgemma.engine.Engine(model, compile=True).generate_ar(prompt, 12, attention_mask=m,
@@ -339,12 +354,34 @@ def test_compiled_engine_gives_the_same_tokens_with_one_graph_per_input_kind(che
         assert torch.equal(ar.sequences, ar_compiled.sequences)
 
 
-def test_step_graphs_follow_replaced_weights(checkpoint):
+def test_step_graphs_are_looked_up_by_the_settings_they_read(compiled_models, monkeypatch):
+    """A setting baked into the step graph (the stopping threshold: 1e-30 is never met) picks its own graph when
+    one for another threshold exists, and switching back reuses the first. The lookup is what is tested here, so
+    `build` makes the step module without compiling it."""
+    import dgemma.step_graph
+    model = DiffusionGemma.from_pretrained(compiled_models["path"], dtype=torch.float64)  # no graphs yet
+    built = []
+
+    def build(self, settings, args):
+        built.append(settings)
+        return dgemma.step_graph._Step(self.step_fn, self.model, settings)
+    monkeypatch.setattr(dgemma.step_graph.StepGraphs, "build", build)
+    prompt, _ = compiled_prompt()
+    settings = {**COMPILED_CALL, "eos_token_id": [], "seed": 0}  # no stop: three canvases
+    outs = [model.generate(prompt, compile=True, **{**settings, "confidence_threshold": threshold})
+            for threshold in (0.5, 1e-30, 0.5)]
+    assert [s.confidence_threshold for s in built] == [0.5, 1e-30]
+    assert outs[1].steps_per_canvas == [10] * 3  # the graph of the threshold never met ran every step
+    assert torch.equal(outs[0].sequences, outs[2].sequences)
+    assert torch.equal(outs[0].sequences, model.generate(prompt, **settings).sequences)
+
+
+def test_step_graphs_follow_replaced_weights(compiled_models):
     """A step graph holds the tensors it was built with: replacing a parameter (not copying into it) must not
     leave the compiled engine on the old weights."""
-    model = DiffusionGemma.from_pretrained(checkpoint, dtype=torch.float64)
-    prompt = torch.randint(3, 128, (1, 7), generator=torch.Generator().manual_seed(1))
-    settings = dict(max_new_tokens=16, max_denoising_steps=6, eos_token_id=[127], seed=2)
+    model = DiffusionGemma.from_pretrained(compiled_models["path"], dtype=torch.float64)  # its weights are replaced
+    prompt, _ = compiled_prompt()
+    settings = dict(COMPILED_CALL, eos_token_id=[127], seed=2)
     before = model.generate(prompt, compile=True, **settings)
     proj = model.layers[0].self_attn.q_proj
     proj.weight = torch.nn.Parameter(torch.randn(proj.weight.shape, dtype=torch.float64,
@@ -355,23 +392,24 @@ def test_step_graphs_follow_replaced_weights(checkpoint):
     assert torch.equal(eager.sequences, compiled.sequences)
 
 
-def test_compiled_engine_clamps_like_the_eager_one(checkpoint):
+def test_compiled_engine_clamps_like_the_eager_one(compiled_models):
     """The compiled step with a clamp mask (infilling, editing): the same tokens as eagerly, with the canvas and
     mask given once for every row (expanded over the batch) and once row by row (a contiguous tensor of the same
     shape must not run a graph specialised on the expanded one's strides)."""
-    model = DiffusionGemma.from_pretrained(checkpoint, dtype=torch.float64)
+    import dgemma.model
+    model = compiled_models[dgemma.model.DENSE_EXPERT_FLOPS]
     L = model.config.canvas_length
     g = torch.Generator().manual_seed(3)
-    prompt = torch.randint(3, 128, (2, 6), generator=g)
+    prompt, _ = compiled_prompt()
     canvas = torch.randint(3, 128, (L,), generator=g)
     clamp = torch.zeros(L, dtype=torch.bool)
     clamp[L // 2:] = True
-    settings = dict(max_new_tokens=2 * L, max_denoising_steps=6, eos_token_id=[], seed=5)  # no stop: all committed
+    settings = dict(COMPILED_CALL, eos_token_id=[], seed=5)  # no stop: every canvas is committed
     for c, m in ((canvas, clamp), (canvas.repeat(2, 1), clamp.repeat(2, 1))):
         eager = model.generate(prompt, canvas=c, clamp=m, **settings)
         compiled = model.generate(prompt, canvas=c, clamp=m, compile=True, **settings)
         assert torch.equal(eager.sequences, compiled.sequences)
-        assert torch.equal(compiled.sequences[:, 6 + L // 2:6 + L], canvas[L // 2:].expand(2, -1))
+        assert torch.equal(compiled.sequences[:, 13 + L // 2:13 + L], canvas[L // 2:].expand(2, -1))
 
 
 def test_compiled_engine_keeps_the_callers_compiler_stance(checkpoint):
