@@ -257,15 +257,32 @@ def _metrics(d):
     return [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
 
 
+def _adam_moments(d):
+    """The optimizer's (exp_avg, exp_avg_sq) per parameter, in parameter-group order (one process and DDP key
+    them by index, FSDP by name; the order is the same)."""
+    state = torch.load(d / "checkpoint" / "optimizer.pt", weights_only=True)
+    keys = [k for group in state["param_groups"] for k in group["params"]]
+    return [(state["state"][k]["exp_avg"], state["state"][k]["exp_avg_sq"]) for k in keys]
+
+
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, mode):
-    """torchrun, 2 CPU processes on gloo, 2 rows each == 1 process with 4 rows: losses, grad norms, weights."""
+    """torchrun, 2 CPU processes on gloo, 2 rows each == 1 process with 4 rows, after one optimizer step: the
+    losses, the gradient norm, the gradient itself (Adam's moments after one step are 0.05 g and 0.01 g^2 of the
+    clipped gradient), the weights, and the held-out losses with them.
+
+    The two runs differ only in how the batch's float32 gradient sums are split (two rows, all-reduced, against
+    four), which moves a value by a few float32 ulps of the largest terms summed: 1e-5 relative to the largest
+    element is 100x that, while a rank that skipped the all-reduce, saw the wrong rows or saved a stale shard is
+    off by the size of the gradient itself. Weights are compared only where the gradient is beyond that rounding:
+    where it is not, Adam's first step (lr * g / |g|) turns a last-bit difference into a sign, and the weights
+    differ by up to 2 lr by construction (after 3 steps, 29% of the weights beyond rounding on an AVX2 machine)."""
     import subprocess
     import sys
     from safetensors.torch import load_file
     from dgemma.training.trainer import train
     mc = json.dumps({"vocab_size": 832, "canvas_length": 81, "sliding_window": 256})
-    common = ["--data", "sudoku:20", "--init", "tiny", "--model-config", mc, "--steps", "3", "--eval-every", "3",
+    common = ["--data", "sudoku:20", "--init", "tiny", "--model-config", mc, "--steps", "1", "--eval-every", "1",
               "--eval-batches", "1", "--eval-examples", "4", "--threads", "1", "--warmup", "2"]
     train(parse(common + ["--batch-size", "4", "--out", str(tmp_path / "one")]))
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -274,16 +291,29 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, mode):
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"{mode} over 2 processes" in run.stdout
     one, two = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
-    assert [r["kind"] for r in one] == [r["kind"] for r in two] == ["train"] * 3 + ["eval"]
+    assert [r["kind"] for r in one] == [r["kind"] for r in two] == ["train", "eval"]
     for a, b in zip(one, two):
         for key in ("decoder", "encoder", "grad_norm"):
             if key in a:
-                assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(a[key])), (key, a, b)
+                assert abs(a[key] - b[key]) <= 1e-5 * abs(a[key]), (key, a, b)
     w1 = load_file(str(tmp_path / "one" / "checkpoint" / "model.safetensors"))
     w2 = load_file(str(tmp_path / "two" / "checkpoint" / "model.safetensors"))
     assert w1.keys() == w2.keys()
-    for k in w1:
-        torch.testing.assert_close(w1[k], w2[k], atol=1e-4, rtol=1e-3)  # Adam magnifies last-bit gradient differences
+    lr = one[0]["lr"]
+    for k in w1:  # one Adam step moves a weight by at most lr (plus weight decay)
+        torch.testing.assert_close(w2[k], w1[k], atol=2.0001 * lr, rtol=0)
+    m1, m2 = _adam_moments(tmp_path / "one"), _adam_moments(tmp_path / "two")
+    # the trainer's parameter groups: trained parameters (the router is frozen), matrices first
+    p1, p2 = ([p for _, p in sorted(((name, p) for name, p in DiffusionGemma.from_pretrained(d / "checkpoint")
+                                      .named_parameters() if ".router." not in name), key=lambda np: np[1].dim() < 2)]
+              for d in (tmp_path / "one", tmp_path / "two"))
+    assert len(m1) == len(m2) == len(p1) > 0
+    for (avg1, sq1), (avg2, sq2), a, b in zip(m1, m2, p1, p2):
+        assert avg1.shape == avg2.shape == a.shape
+        torch.testing.assert_close(avg2, avg1, atol=1e-5 * float(avg1.abs().max()), rtol=0)
+        torch.testing.assert_close(sq2, sq1, atol=1e-5 * float(sq1.abs().max()), rtol=0)
+        sure = avg1.abs() > 1e-4 * float(avg1.abs().max())  # the gradient's sign is beyond rounding
+        torch.testing.assert_close(b.detach()[sure], a.detach()[sure], atol=1e-6, rtol=1e-5)
 
 
 def test_cli_missing_data_fails_before_training(tmp_path, capsys):
@@ -295,8 +325,7 @@ def test_cli_missing_data_fails_before_training(tmp_path, capsys):
 
 
 def _golden_run(steps=20):
-    """A tiny model's 20-step curve on fixed synthetic data (no tokenizer or task code involved). In float64:
-    a float32 run's last-bit differences between CPUs grow through 20 optimizer steps to ~1e-2, float64's do not."""
+    """A tiny model's 20-step curve on fixed synthetic data (no tokenizer or task code involved), in float64."""
     from dgemma.training.trainer import lr_at
     torch.manual_seed(0)
     m = DiffusionGemma.from_pretrained("tiny", seed=0, dtype=torch.float64)
@@ -317,15 +346,27 @@ def _golden_run(steps=20):
     return curve
 
 
+# Where the golden curve must agree, and how closely. The model computes norms, softmaxes and logits in float32
+# even in float64 (as the reference does), so CPUs whose float32 kernels round differently (AVX2, AVX-512) give
+# losses a float32 ulp or two apart (4.8e-7 at 5.5; the stored curve came from an AVX-512 machine, an AVX2 one
+# differs by at most 1.4e-6 over the first five steps). Scaling every initial weight by 1 + 1e-12 * noise (far
+# beyond float64 reduction-order effects) moves those five steps by at most 4e-6; from the sixth on, a token's
+# second expert flips and Adam compounds it, 4e-3 by step 20. So: 2e-5 on the first five steps, where any change
+# to the loss (masks, noise, normalisation, self-conditioning) shows at step 1 and a 5% change of the learning
+# rate or one more warmup step moves steps 2-5 by 3e-3 to 2e-2; 2e-2 on the later ones, and the curve must fall.
+GOLDEN_EXACT_STEPS, GOLDEN_EXACT_ATOL, GOLDEN_LATER_ATOL = 5, 2e-5, 2e-2
+
+
 def test_golden_curve():
     from pathlib import Path
     path = Path(__file__).parent / "data" / "golden_training_tiny.json"
     curve = _golden_run()
     golden = json.loads(path.read_text())["curve"]
     assert len(golden) == 20
-    for (d, e), (gd, ge) in zip(curve, golden):
-        assert abs(d - gd) < 1e-6 and abs(e - ge) < 1e-6
-    assert curve[-1][0] < curve[0][0]
+    for step, ((d, e), (gd, ge)) in enumerate(zip(curve, golden)):
+        atol = GOLDEN_EXACT_ATOL if step < GOLDEN_EXACT_STEPS else GOLDEN_LATER_ATOL
+        assert abs(d - gd) <= atol and abs(e - ge) <= atol, (step, (d, e), (gd, ge))
+    assert curve[-1][0] < curve[0][0] - 0.3
 
 
 def test_left_padded_sft_rows_train_as_if_alone():
