@@ -39,20 +39,6 @@ def torch_multinomial():
         sampling._FAST_MULTINOMIAL = old
 
 
-@contextlib.contextmanager
-def experts_path(model, grouped: bool):
-    """Experts through torch._grouped_mm (grouped=True) or one matmul per expert with tokens."""
-    old = [layer.experts.cpu_loop for layer in model.layers] if hasattr(model.layers[0].experts, "cpu_loop") else None
-    for layer in model.layers:
-        layer.experts.cpu_loop = not grouped
-    try:
-        yield
-    finally:
-        if old is not None:
-            for layer, o in zip(model.layers, old):
-                layer.experts.cpu_loop = o
-
-
 _COMPILED: dict = {}
 
 
@@ -118,7 +104,6 @@ def main(argv=None) -> int:
     variants = {
         "now: grouped experts, fast exact sampling, all threads": contextlib.nullcontext,
         "before: sampling with torch.multinomial": torch_multinomial,
-        "alternative: one matmul per expert (CPU)": lambda: experts_path(model, grouped=False),
         "alternative: 1 thread": lambda: threads(1),
     }
     if args.compile:

@@ -51,13 +51,6 @@ class KVCache:
         self.length = 0
         self.padded = False
 
-    def truncate(self, length: int) -> None:
-        """Drop the slots from `length` on, e.g. to re-generate the end of a conversation."""
-        if not 0 <= length <= self.length:
-            raise ValueError(f"cannot truncate a cache of length {self.length} to {length}")
-        self.valid[:, length:] = False
-        self.length = length
-
     def append_slots(self, n: int, valid: torch.Tensor | None = None) -> tuple[int, torch.Tensor]:
         """Claim n slots for (B, n) tokens; `valid` (B, n) marks the real ones (None: all).
 
@@ -93,6 +86,3 @@ class KVCache:
         return KVCache.over(self.config, [k.index_select(0, rows) for k in self.keys],
                             [v.index_select(0, rows) for v in self.values], self.valid.index_select(0, rows),
                             self.length, self.padded)
-
-    def bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.keys + self.values)

@@ -26,10 +26,6 @@ COMMANDS = {
 }
 
 
-class UserError(Exception):
-    """A problem with the user's input: printed as one line, exit code 2, no traceback."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dgemma", description="Block-diffusion language models "
                                      "(DiffusionGemma architecture): run, fine-tune, serve, benchmark.")
@@ -66,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`dgemma generate ... | head`): stop quietly, as cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
         return 141
-    except (UserError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
         if args.verbose:
             raise
         print(f"dgemma {args.command}: error: {e}", file=sys.stderr)

@@ -175,9 +175,6 @@ class Experts(nn.Module):
         self.down_proj = nn.Parameter(torch.empty(E, H, I))
         # torch._grouped_mm needs float32/bf16/fp16 and 16-byte aligned rows
         self.aligned = H % 8 == 0 and I % 8 == 0
-        # On CPU reading the per-expert counts costs no device sync, so one matmul per expert is an option there;
-        # bench/ab_cpu.py measures both (BENCHMARKS.md). None: the measured default (grouped).
-        self.cpu_loop: bool | None = None
 
     def forward(self, x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         T, K = index.shape
@@ -190,8 +187,7 @@ class Experts(nn.Module):
         # tokens per expert; not bincount, whose output size depends on the data (a host sync on GPU)
         counts = torch.zeros(self.gate_up_proj.shape[0], dtype=flat.dtype, device=flat.device).index_add_(
             0, flat, torch.ones_like(flat))
-        grouped = self.aligned and x.dtype in (torch.float32, torch.bfloat16, torch.float16) and not (
-            self.cpu_loop and x.device.type == "cpu")
+        grouped = self.aligned and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
         mlp = expert_mlp_op if torch.compiler.is_compiling() else _expert_mlp  # (the op has no backward)
         ys = mlp(xs, self.gate_up_proj, self.down_proj, counts, grouped)
         ys = (ys * weights.reshape(-1)[order, None]).to(x.dtype)

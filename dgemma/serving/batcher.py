@@ -84,7 +84,6 @@ class Row:
         self.length = 0
         self.canvas_index = -1
         self.out: list[int] = []  # committed and locked tokens, stop token included, pads dropped
-        self.emitted = 0
         self.passes = 0
         self.finish_reason = None
         self.stopped = False
@@ -92,13 +91,13 @@ class Row:
 
 class BatchEngine:
     def __init__(self, model: DiffusionGemma, max_batch: int = 8, max_queue: int = 64,
-                 context_length: int | None = None, lock_after: int = 2, draft_every: int = 1):
+                 context_length: int | None = None, lock_after: int = 2):
         self.model = model.eval()
         cfg = model.config
         self.L, self.V = cfg.canvas_length, cfg.vocab_size
         self.max_batch, self.max_queue = max_batch, max_queue
         self.context_length = context_length or min(cfg.max_position_embeddings, 8192)
-        self.lock_after, self.draft_every = lock_after, draft_every
+        self.lock_after = lock_after
         T = self.context_length + self.L  # room for the committed tokens of a full context
         dev, dt = model.device, model.dtype
         self.keys = [torch.zeros(max_batch, cfg.layer_kv_heads(i), T, cfg.layer_head_dim(i), dtype=dt, device=dev)
@@ -237,7 +236,6 @@ class BatchEngine:
         row.step = row.cfg.max_denoising_steps
         row.locked = 0  # leading positions locked (emitted)
         row.same = torch.zeros(1, L, dtype=torch.long, device=dev)
-        row.canvas_out_start = len(row.out)
 
     # --- encoder into a slot ---------------------------------------------------------------------------------
     def _encode(self, row: Row, ids: torch.Tensor):
@@ -344,7 +342,7 @@ class BatchEngine:
                 row.locked = n
                 done = n == L  # nothing left to denoise: commit now
         row.current, row.argmax, row.soft = new_current, new_argmax, soft
-        if row.req.params.drafts and (row.step % self.draft_every == 0 or done):
+        if row.req.params.drafts:
             row.req.emit("draft", {"canvas": row.canvas_index, "step": row.step, "tokens": new_argmax[0].tolist(),
                                    "locked": row.locked})
         row.step -= 1
@@ -374,11 +372,10 @@ class BatchEngine:
         if not row.stopped and len(row.out) + len(new) >= limit:
             row.stopped, row.finish_reason = True, "length"
         if new:
+            if not row.out:  # the request's first tokens
+                self.ttft_hist.observe(time.monotonic() - row.req.submitted)
             row.out += new
             self.m["generation_tokens"] += len(new)
-            if row.emitted == 0:
-                self.ttft_hist.observe(time.monotonic() - row.req.submitted)
-            row.emitted += len(new)
             row.req.emit("tokens", new)
 
     def _commit(self, row: Row):
