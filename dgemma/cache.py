@@ -36,6 +36,13 @@ class KVCache:
         self.length = 0
         self.padded = False  # any invalid slot below `length`: attention then needs a key mask
 
+    @staticmethod
+    def nbytes(config: ModelConfig, batch_size: int, max_length: int, dtype: torch.dtype) -> int:
+        """What `KVCache(config, batch_size, max_length, dtype)` allocates: keys, values and the valid mask."""
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        per_slot = sum(2 * config.layer_kv_heads(i) * config.layer_head_dim(i) for i in range(config.num_layers))
+        return batch_size * max_length * (per_slot * itemsize + 1)
+
     @property
     def device(self) -> torch.device:
         return self.valid.device

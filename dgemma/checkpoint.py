@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .config import ConfigError, ModelConfig, get_preset, PRESETS
+from .config import GENERATION_DEFAULTS, ConfigError, ModelConfig, get_preset, PRESETS
 from .model import DiffusionGemma
 
 log = logging.getLogger("dgemma")
@@ -30,13 +30,6 @@ _TIED_COPIES = re.compile(r"(lm_head\.weight|model\.encoder\.language_model\..*)
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float64": torch.float64, "fp64": torch.float64,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-
-GENERATION_DEFAULTS = {
-    "max_new_tokens": 256, "max_denoising_steps": 48, "t_min": 0.4, "t_max": 0.8, "stability_threshold": 1,
-    "confidence_threshold": 0.005, "sampler_config": {"entropy_bound": 0.1, "_cls_name": "EntropyBoundSamplerConfig"},
-    "eos_token_id": [1, 106, 50], "pad_token_id": 0, "bos_token_id": 2,
-}
-
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message names the file and, where known, the key."""
@@ -110,9 +103,11 @@ def load_model(path_or_preset, dtype=torch.float32, device="cpu", seed: int = 0)
     path = Path(path_or_preset)
     if not path.is_dir():
         if str(path_or_preset) in PRESETS:
-            model = DiffusionGemma(get_preset(str(path_or_preset))).to(device=device, dtype=dtype)
-            model.init_weights(torch.Generator(device=device).manual_seed(seed))
-            model.generation_defaults = dict(GENERATION_DEFAULTS)
+            # allocated once, in the target dtype and on the target device: the 26B preset in bf16 needs 47 GiB,
+            # never the 94 GiB of a float32 copy first; on the meta device nothing is allocated at all
+            model = build_model(get_preset(str(path_or_preset)), dtype, device).to_empty(device=device)
+            if device.type != "meta":
+                model.init_weights(torch.Generator(device=device).manual_seed(seed))
             return model
         if path.exists():
             raise CheckpointError(f"{path}: not a directory (expected a checkpoint directory or a preset name)")
@@ -209,6 +204,6 @@ def save_model(model: DiffusionGemma, path, max_shard_bytes: int = 5 * 2**30) ->
     config["dtype"] = str(model.dtype).removeprefix("torch.")
     config["transformers_version"] = "5.23.0"
     (path / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    generation = dict(getattr(model, "generation_defaults", GENERATION_DEFAULTS))
+    generation = dict(model.generation_defaults)
     generation["transformers_version"] = "5.23.0"
     (path / GENERATION).write_text(json.dumps(generation, indent=2) + "\n")

@@ -23,6 +23,16 @@ TINY_VISION_CONFIG = {
 }
 
 
+# The reference checkpoint's generation_config.json: every default of generation starts here (a checkpoint's own file
+# overrides it key by key).
+GENERATION_DEFAULTS = {
+    "max_new_tokens": 256, "max_denoising_steps": 48, "t_min": 0.4, "t_max": 0.8, "stability_threshold": 1,
+    "confidence_threshold": 0.005, "sampler_config": {"entropy_bound": 0.1, "_cls_name": "EntropyBoundSamplerConfig"},
+    "eos_token_id": [1, 106, 50], "pad_token_id": 0, "bos_token_id": 2,
+}
+DEFAULT_ENTROPY_BOUND = GENERATION_DEFAULTS["sampler_config"]["entropy_bound"]
+
+
 class ConfigError(ValueError):
     """A config that does not describe a DiffusionGemma text model we can run."""
 

@@ -18,25 +18,29 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .config import DEFAULT_ENTROPY_BOUND, GENERATION_DEFAULTS
 from .model import DiffusionGemma
 from .sampling import (EntropyBoundSampler, Sampler, StepStats, chunk_stats, compiled_chunk_stats, draw_uniforms,
                        fits_one_draw, make_sampler, step_stats, whole_step_stats)
 from .step_graph import StepGraphs, StepSettings, compiling_allowed
 
 
+_D = GENERATION_DEFAULTS
+
+
 @dataclass
 class GenerationConfig:
-    max_new_tokens: int = 256
-    max_denoising_steps: int = 48
-    t_min: float = 0.4
-    t_max: float = 0.8
+    max_new_tokens: int = _D["max_new_tokens"]
+    max_denoising_steps: int = _D["max_denoising_steps"]
+    t_min: float = _D["t_min"]
+    t_max: float = _D["t_max"]
     temperature: float | None = None  # a constant temperature instead of the schedule
     top_k: int | None = None
     top_p: float | None = None
-    stability_threshold: int = 1
-    confidence_threshold: float = 0.005
-    eos_token_id: tuple[int, ...] = (1, 106, 50)
-    pad_token_id: int = 0
+    stability_threshold: int = _D["stability_threshold"]
+    confidence_threshold: float = _D["confidence_threshold"]
+    eos_token_id: tuple[int, ...] = tuple(_D["eos_token_id"])
+    pad_token_id: int = _D["pad_token_id"]
     sampler: Sampler = field(default_factory=EntropyBoundSampler)
     # Rows whose sequence has ended do no decoder work (the reference keeps denoising them, discarding the
     # result, which also keeps the whole batch stepping): False reproduces the reference batch for batch.
@@ -45,14 +49,18 @@ class GenerationConfig:
     @classmethod
     def from_checkpoint(cls, defaults: dict, sampler: str = "entropy", entropy_bound: float | None = None,
                         tau: float | None = None, **fields) -> "GenerationConfig":
-        """A checkpoint's settings (`model.generation_defaults`, from its generation_config.json: steps, temperature
-        schedule, stopping thresholds, the entropy sampler's bound), then the arguments where given (None: not
-        given). `sampler` names the acceptance rule (`make_sampler`)."""
-        keys = ("max_denoising_steps", "t_min", "t_max", "stability_threshold", "confidence_threshold")
+        """A checkpoint's settings (`model.generation_defaults`, from its generation_config.json: length, steps,
+        temperature schedule, stopping thresholds, stop and pad ids, the entropy sampler's bound), then the
+        arguments where given (None: not given). `sampler` names the acceptance rule (`make_sampler`)."""
+        keys = ("max_new_tokens", "max_denoising_steps", "t_min", "t_max", "stability_threshold",
+                "confidence_threshold", "eos_token_id", "pad_token_id")
+        base = {k: defaults[k] for k in keys if k in defaults}
+        if "eos_token_id" in base:
+            eos = base["eos_token_id"]
+            base["eos_token_id"] = (eos,) if isinstance(eos, int) else tuple(eos)
         if entropy_bound is None:
-            entropy_bound = (defaults.get("sampler_config") or {}).get("entropy_bound", 0.1)
-        return cls(**{**{k: defaults[k] for k in keys if k in defaults},
-                      **{k: v for k, v in fields.items() if v is not None},
+            entropy_bound = (defaults.get("sampler_config") or {}).get("entropy_bound", DEFAULT_ENTROPY_BOUND)
+        return cls(**{**base, **{k: v for k, v in fields.items() if v is not None},
                       "sampler": make_sampler(sampler, entropy_bound, 0.9 if tau is None else tau)})
 
     def validate(self, vocab_size: int) -> None:

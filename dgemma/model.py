@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import KVCache
-from .config import SLIDING, ModelConfig
+from .config import GENERATION_DEFAULTS, SLIDING, ModelConfig
 
 # kv_fn(layer, k, v) -> (keys, values, mask): how a layer's new keys/values meet the ones it attends to.
 KVFn = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
@@ -265,6 +265,8 @@ class DiffusionGemma(nn.Module):
         self._scale_cache: dict = {}
         self._compiled_denoise = self._compiled_encode = None
         self.prefill_chunk = 2048  # encode() splits longer inputs (without autograd) into chunks of this many tokens
+        # where generation starts: the reference's defaults, or a loaded checkpoint's generation_config.json
+        self.generation_defaults = dict(GENERATION_DEFAULTS)
 
     # --- construction ------------------------------------------------------------------------------------
     @classmethod
@@ -516,24 +518,25 @@ class DiffusionGemma(nn.Module):
                              options=None if cuda else {"cpp_wrapper": True})
 
     # --- generation (the engine lives in dgemma.engine; these are the documented entry points) -------------
-    def generate(self, input_ids, *, max_new_tokens: int = 256, max_denoising_steps: int = 48,
-                 entropy_bound: float = 0.1, t_min: float = 0.4, t_max: float = 0.8, stability_threshold: int = 1,
-                 confidence_threshold: float = 0.005, eos_token_id=(1, 106, 50), pad_token_id: int = 0,
-                 seed: int | None = None, attention_mask=None, sampler: str = "entropy", tau: float = 0.9,
-                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                 canvas=None, clamp=None, skip_finished_rows: bool = True, stream: bool = False,
-                 compile: bool = False):
-        """Block-diffusion generation (see dgemma.engine). Returns `GenerateOutput` (sequences with the prompt,
+    def generate(self, input_ids, *, max_new_tokens: int | None = None, max_denoising_steps: int | None = None,
+                 entropy_bound: float | None = None, t_min: float | None = None, t_max: float | None = None,
+                 stability_threshold: int | None = None, confidence_threshold: float | None = None,
+                 eos_token_id=None, pad_token_id: int | None = None, seed: int | None = None, attention_mask=None,
+                 sampler: str = "entropy", tau: float | None = None, temperature: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None, canvas=None, clamp=None,
+                 skip_finished_rows: bool = True, stream: bool = False, compile: bool = False):
+        """Block-diffusion generation (see dgemma.engine). Settings left at None come from the checkpoint's
+        generation_config.json (`generation_defaults`). Returns `GenerateOutput` (sequences with the prompt,
         tokens_per_forward per row, steps per canvas), or with `stream=True` an iterator of step/canvas events
         ending with that output. `compile`: the decoder runs compiled (see `Engine`)."""
         from .engine import Engine, GenerationConfig
-        from .sampling import make_sampler
-        eos = (eos_token_id,) if isinstance(eos_token_id, int) else tuple(eos_token_id)
-        cfg = GenerationConfig(max_new_tokens=max_new_tokens, max_denoising_steps=max_denoising_steps, t_min=t_min,
-                               t_max=t_max, temperature=temperature, top_k=top_k, top_p=top_p,
-                               stability_threshold=stability_threshold, confidence_threshold=confidence_threshold,
-                               eos_token_id=eos, pad_token_id=pad_token_id, skip_finished_rows=skip_finished_rows,
-                               sampler=make_sampler(sampler, entropy_bound, tau))
+        eos = (eos_token_id,) if isinstance(eos_token_id, int) else eos_token_id
+        cfg = GenerationConfig.from_checkpoint(
+            self.generation_defaults, sampler, entropy_bound, tau, max_new_tokens=max_new_tokens,
+            max_denoising_steps=max_denoising_steps, t_min=t_min, t_max=t_max, temperature=temperature, top_k=top_k,
+            top_p=top_p, stability_threshold=stability_threshold, confidence_threshold=confidence_threshold,
+            eos_token_id=None if eos is None else tuple(eos), pad_token_id=pad_token_id,
+            skip_finished_rows=skip_finished_rows)
         events = Engine(self, compile=compile).stream(input_ids, cfg, seed=seed, attention_mask=attention_mask,
                                                       canvas=canvas, clamp=clamp)
         if stream:
@@ -542,13 +545,18 @@ class DiffusionGemma(nn.Module):
             pass
         return event
 
-    def generate_ar(self, input_ids, *, max_new_tokens: int = 256, temperature: float = 0.0,
-                    eos_token_id=(1, 106, 50), pad_token_id: int = 0, seed: int | None = None, attention_mask=None):
-        """Autoregressive decoding of the same weights (encoder + tied head), for comparison."""
-        from .engine import Engine
-        eos = (eos_token_id,) if isinstance(eos_token_id, int) else tuple(eos_token_id)
-        return Engine(self).generate_ar(input_ids, max_new_tokens, temperature=temperature, eos_token_id=eos,
-                                        pad_token_id=pad_token_id, seed=seed, attention_mask=attention_mask)
+    def generate_ar(self, input_ids, *, max_new_tokens: int | None = None, temperature: float = 0.0,
+                    eos_token_id=None, pad_token_id: int | None = None, seed: int | None = None, attention_mask=None):
+        """Autoregressive decoding of the same weights (encoder + tied head), for comparison. Length, stop and pad
+        ids left at None come from `generation_defaults`."""
+        from .engine import Engine, GenerationConfig
+        eos = (eos_token_id,) if isinstance(eos_token_id, int) else eos_token_id
+        cfg = GenerationConfig.from_checkpoint(self.generation_defaults, max_new_tokens=max_new_tokens,
+                                               eos_token_id=None if eos is None else tuple(eos),
+                                               pad_token_id=pad_token_id)
+        return Engine(self).generate_ar(input_ids, cfg.max_new_tokens, temperature=temperature,
+                                        eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id, seed=seed,
+                                        attention_mask=attention_mask)
 
     def _check_ids(self, ids: torch.Tensor, cache: KVCache, name: str) -> None:
         if ids.dim() != 2 or ids.dtype not in (torch.int64, torch.int32):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .config import DEFAULT_ENTROPY_BOUND
+
 CHUNK_BYTES = 64 * 2**20
 
 _FAST_MULTINOMIAL: bool | None = None  # CPU: does `_exponential_argmax` draw what multinomial does? checked once
@@ -187,7 +189,7 @@ class EntropyBoundSampler(Sampler):
     """The reference rule: sort positions by entropy, keep the largest prefix with cumsum(H) - H <= bound
     (an upper bound on the joint dependence of the kept tokens); the lowest-entropy position is always kept."""
 
-    entropy_bound: float = 0.1
+    entropy_bound: float = DEFAULT_ENTROPY_BOUND
 
     def __post_init__(self):
         if not self.entropy_bound > 0:
@@ -239,7 +241,7 @@ class TopKScheduleSampler(Sampler):
 SAMPLERS = {"entropy": EntropyBoundSampler, "confidence": ConfidenceSampler, "topk": TopKScheduleSampler}
 
 
-def make_sampler(name: str, entropy_bound: float = 0.1, tau: float = 0.9) -> Sampler:
+def make_sampler(name: str, entropy_bound: float = DEFAULT_ENTROPY_BOUND, tau: float = 0.9) -> Sampler:
     if name == "entropy":
         return EntropyBoundSampler(entropy_bound)
     if name == "confidence":

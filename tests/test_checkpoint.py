@@ -138,9 +138,50 @@ def test_released_shape_counts_from_meta_build():
     assert attn.v_proj is None and attn.head_dim == 512 and attn.num_kv_heads == 2
 
 
+def test_presets_are_allocated_once_in_the_target_dtype():
+    """A preset is built on the meta device and materialised in its dtype: building `small` in bf16 makes no float32
+    tensor beyond the RoPE tables (a float32 copy first would be 2x the weights: 100 GB for the 26B preset), and
+    the 26B preset on the meta device allocates nothing. The weights drawn are the float32-first build's."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Float32Outputs(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.device.type != "meta":
+                    Float32Outputs.largest = max(Float32Outputs.largest, t.numel())
+            return out
+
+    with Float32Outputs():
+        small = DiffusionGemma.from_pretrained("small", dtype=torch.bfloat16)
+    assert small.dtype == torch.bfloat16 and Float32Outputs.largest <= small.config.global_head_dim  # the tables
+    reference = DiffusionGemma(get_preset("tiny")).to(torch.bfloat16)  # the earlier build: float32 first
+    reference.init_weights(torch.Generator().manual_seed(3))
+    direct = DiffusionGemma.from_pretrained("tiny", seed=3, dtype=torch.bfloat16)
+    for (name, a), b in zip(direct.state_dict().items(), reference.state_dict().values()):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+    big = DiffusionGemma.from_pretrained("diffusiongemma-26b-a4b", dtype=torch.bfloat16, device="meta")
+    assert {p.dtype for p in big.parameters()} == {torch.bfloat16} and big.device.type == "meta"
+    assert sum(p.numel() for p in big.parameters()) == 25_250_986_752
+
+
 def test_info_command_prints_counts():
     run = subprocess.run([sys.executable, "-m", "dgemma.cli", "info", "diffusiongemma-26b-a4b", "--json"],
                          capture_output=True, text=True, check=True)
     info = json.loads(run.stdout)
     assert info["parameters"] == 25_250_986_752 and info["global_layers"] == [5, 11, 17, 23, 29]
     assert info["weight_bytes"]["bf16"] == 2 * 25_250_986_752
+
+
+def test_info_prints_the_kv_cache_that_new_cache_allocates(capsys):
+    from dgemma.cli import main
+    assert main(["info", "tiny", "--context", "100", "--batch", "2", "--dtype", "fp32", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    cache = DiffusionGemma.from_pretrained("tiny").new_cache(2, 100)
+    allocated = sum(t.numel() * t.element_size() for t in cache.keys + cache.values + [cache.valid])
+    assert info["kv_cache_bytes"] == allocated
+    assert main(["info", "tiny", "--context", "5000"]) == 2
+    assert "exceeds the model's maximum context of 4096" in capsys.readouterr().err
+    assert main(["info", "tiny", "--context", "0"]) == 2 and "--context" in capsys.readouterr().err

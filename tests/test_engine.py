@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+import dgemma
 from dgemma import DiffusionGemma
 from dgemma.engine import CanvasEvent, GenerateOutput, GenerationConfig, StepEvent, apply_stop_tokens
 from dgemma.sampling import ConfidenceSampler, EntropyBoundSampler, StepStats, TopKScheduleSampler, step_stats
@@ -150,6 +151,29 @@ def test_generation_config_from_a_checkpoint():
     assert isinstance(GenerationConfig.from_checkpoint(defaults, "topk").sampler, TopKScheduleSampler)
     with pytest.raises(ValueError, match="unknown sampler"):
         GenerationConfig.from_checkpoint(defaults, "greedy")
+
+
+def test_model_generate_starts_from_the_checkpoints_generation_config(monkeypatch):
+    """`model.generate` from Python runs the bundled Sudoku model's own settings (32 steps at 2.0 to 1.5, stable
+    for 5), not the reference's (48 steps at 0.8 to 0.4); an explicit argument wins over its key alone."""
+    from pathlib import Path
+
+    import dgemma.engine
+    seen, real = [], dgemma.engine.Engine.stream
+    monkeypatch.setattr(dgemma.engine.Engine, "stream", lambda self, ids, cfg, **kw: seen.append(cfg) or real(
+        self, ids, cfg, **kw))
+    model = DiffusionGemma.from_pretrained(Path(dgemma.__file__).parent / "assets" / "sudoku")
+    ids = torch.tensor([[2, 5, 6]])
+    first = next(model.generate(ids, max_new_tokens=1, seed=0, stream=True))
+    cfg = seen[-1]
+    assert first.step == 32 and (cfg.max_denoising_steps, cfg.t_max, cfg.t_min) == (32, 2.0, 1.5)
+    assert (cfg.stability_threshold, cfg.confidence_threshold, cfg.eos_token_id) == (5, 100.0, (1, 106, 50))
+    model.generate(ids, max_new_tokens=1, seed=0, max_denoising_steps=3, t_max=2.5, eos_token_id=7)
+    cfg = seen[-1]
+    assert (cfg.max_denoising_steps, cfg.t_max, cfg.t_min, cfg.eos_token_id) == (3, 2.5, 1.5, (7,))
+    preset = DiffusionGemma.from_pretrained("tiny")  # no file: the reference's defaults
+    preset.generate(torch.tensor([[2, 5]]), max_new_tokens=1, seed=0, max_denoising_steps=1)
+    assert (seen[-1].t_max, seen[-1].t_min, seen[-1].max_denoising_steps) == (0.8, 0.4, 1)
 
 
 def test_confidence_sampler_rule():

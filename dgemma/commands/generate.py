@@ -80,7 +80,7 @@ def generation_config(args, model: DiffusionGemma, tokenizer) -> GenerationConfi
     stops = tuple(sorted(set(tokenizer.stop_ids)))
     try:
         cfg = GenerationConfig.from_checkpoint(
-            getattr(model, "generation_defaults", {}), args.sampler, args.entropy_bound, args.tau,
+            model.generation_defaults, args.sampler, args.entropy_bound, args.tau,
             max_new_tokens=args.max_new_tokens, max_denoising_steps=args.steps or None,
             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, eos_token_id=stops,
             pad_token_id=tokenizer.pad_id)

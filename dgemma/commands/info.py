@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..checkpoint import CONFIG
+from ..cache import KVCache
+from ..checkpoint import CONFIG, parse_dtype
 from ..config import FULL, ModelConfig, get_preset
 
 BYTES_PER_PARAM = {"bf16": 2.0, "fp8": 1.0, "int4": 0.5}
@@ -35,7 +36,16 @@ def summary(config: ModelConfig) -> dict:
 
 
 def run(args) -> int:
-    info = summary(load_config(args.model))
+    config = load_config(args.model)
+    info = summary(config)
+    if args.context is not None:
+        if args.context < 1 or args.batch < 1:
+            raise ValueError(f"--context and --batch must be >= 1, got {args.context} and {args.batch}")
+        if args.context > config.max_position_embeddings:
+            raise ValueError(f"--context {args.context} exceeds the model's maximum context of "
+                             f"{config.max_position_embeddings} tokens")
+        info["kv_cache_bytes"] = KVCache.nbytes(config, args.batch, args.context, parse_dtype(args.dtype))
+        info["kv_cache"] = {"context": args.context, "batch": args.batch, "dtype": args.dtype}
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -51,6 +61,10 @@ def run(args) -> int:
     print(f"parameters       {info['parameters']:,} total, {info['active_parameters']:,} active per token "
           f"({info['active_parameters'] / 1e9:.2f}e9)")
     print("weight memory    " + ", ".join(f"{k} {v:.2f} GiB" for k, v in gib.items()))
+    if "kv_cache_bytes" in info:
+        n = info["kv_cache_bytes"]
+        print(f"KV cache         {n / 2**30:.2f} GiB for {args.context:,} tokens x batch {args.batch} in {args.dtype} "
+              f"({n / args.context / args.batch / 1024:.1f} KiB per token; every layer keeps every token)")
     return 0
 
 
@@ -60,5 +74,9 @@ def register(sub) -> None:
                        "memory in bf16 / fp8 / int4, computed from config.json alone (no weights are loaded).")
     p.add_argument("model", help="checkpoint directory, config.json path, or preset name "
                    "(e.g. diffusiongemma-26b-a4b, tiny, small)")
+    p.add_argument("--context", type=int, default=None,
+                   help="also print the KV cache's bytes (JSON: kv_cache_bytes) for this many tokens per sequence")
+    p.add_argument("--batch", type=int, default=1, help="sequences held by that KV cache (default 1)")
+    p.add_argument("--dtype", default="bf16", help="dtype of that KV cache: bf16, fp16, fp32 or fp64 (default bf16)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)

@@ -58,7 +58,7 @@ class ServerState:
             if self.tokenizer.vocab_size > model.config.vocab_size:
                 raise ValueError(f"tokenizer has {self.tokenizer.vocab_size} tokens but the model only "
                                  f"{model.config.vocab_size}")
-            self.defaults = dict(getattr(model, "generation_defaults", {}) or {})
+            self.defaults = dict(model.generation_defaults)
             self.engine = BatchEngine(model, **self.kw).start()
             self.status = "ok"
             log.warning("dgemma serve: model %s ready (context %d, batch %d)", self.model_name,

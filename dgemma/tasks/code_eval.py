@@ -87,7 +87,7 @@ def evaluate(model_dir: str, n: int, methods, steps: int, max_prefix: int, seed:
     model = DiffusionGemma.from_pretrained(model_dir).eval()
     tok = Tokenizer.from_dir(model_dir)
     engine = Engine(model)
-    cfg = GenerationConfig.from_checkpoint(getattr(model, "generation_defaults", {}),
+    cfg = GenerationConfig.from_checkpoint(model.generation_defaults,
                                            max_new_tokens=model.config.canvas_length, max_denoising_steps=steps,
                                            eos_token_id=tuple(tok.stop_ids), pad_token_id=tok.pad_id)
     files = stdlib_files(held_out=True)

@@ -41,7 +41,7 @@ def decoding_config(model: DiffusionGemma, steps: int | None = None, sampler: st
     if stable is not None and stable < 1:
         raise ValueError(f"--stable needs a positive number of steps, got {stable}")
     # no stop tokens: the answer is exactly one 81-token canvas, and a stray EOS must not wipe the cells after it
-    return GenerationConfig.from_checkpoint(getattr(model, "generation_defaults", {}), sampler, max_new_tokens=81,
+    return GenerationConfig.from_checkpoint(model.generation_defaults, sampler, max_new_tokens=81,
                                             max_denoising_steps=steps, t_min=t_min, t_max=t_max, eos_token_id=(),
                                             pad_token_id=S.PAD, stability_threshold=stable,
                                             confidence_threshold=None if stable is None else math.inf)
