@@ -409,7 +409,7 @@ class Engine:
         With `gap_length` the gap gets exactly that many canvas positions. Without it, several lengths are
         generated side by side (one batch row each) and the model chooses: the row whose prefix + gap + suffix
         the causal encoder finds most likely wins."""
-        model, L = self.model, self.model.config.canvas_length
+        L = self.model.config.canvas_length
         prefix = torch.as_tensor(prefix_ids, dtype=torch.long).flatten()
         suffix = torch.as_tensor(suffix_ids, dtype=torch.long).flatten()
         if prefix.numel() == 0:

@@ -378,6 +378,24 @@ class DiffusionGemma(nn.Module):
             masks[kind] = (lo, None if (n == 1 and valid is None) else allowed)
         return masks
 
+    def ring_mask(self, cache: KVCache, start, n: int, causal: bool) -> torch.Tensor:
+        """Which slots of a sliding layer's ring the n new tokens at positions [start, start + n) see, once their
+        keys are written: (B, 1, n, ring) for the encoder (causal, the window sliding with each query; a padding
+        query still sees itself), (B, 1, 1, ring) for a canvas (itself whole and the W-1 positions before it).
+        `start` is an int or a 0-d tensor (compiled passes)."""
+        W, dev = self.config.sliding_window, cache.device
+        kp = cache.ring_positions(start + n)  # (ring,) the position in each slot, < 0 if none
+        real = cache.valid.index_select(1, kp.clamp(min=0))  # (B, ring): committed real tokens, new ones as given
+        if causal:
+            q = start + torch.arange(n, device=dev)[:, None]  # (n, 1)
+            allowed = (kp <= q) & (kp >= q - (W - 1)) & (real[:, None] | (kp == q))  # (B, n, ring)
+        else:
+            allowed = ((kp >= start - (W - 1)) & (real | (kp >= start)))[:, None]  # (B, 1, ring)
+        return (allowed & (kp >= 0))[:, None]
+
+    def _ring_slots(self, cache: KVCache, start, n: int) -> torch.Tensor:
+        return (start + torch.arange(n, device=cache.device)) % cache.ring
+
     # --- encoder: causal, appends to the cache ------------------------------------------------------------
     def encode(self, input_ids: torch.Tensor, cache: KVCache, attention_mask: torch.Tensor | None = None):
         """Run the causal encoder over (B, n) new tokens, appending their keys/values to `cache`.
@@ -386,25 +404,40 @@ class DiffusionGemma(nn.Module):
         (B, n, H); `model.logits` of them are the autoregressive next-token logits."""
         self._check_ids(input_ids, cache, "input_ids")
         B, n = input_ids.shape
-        chunk = self.prefill_chunk
-        if chunk and n > chunk and not torch.is_grad_enabled():
-            # Long prompts in chunks: each chunk's queries meet only the keys they may see (the window on sliding
-            # layers, the causal prefix on global ones) instead of an (n, n) masked product, and no (n, n) mask.
+        # Long prompts in chunks: each chunk's queries meet only the keys they may see (the window on sliding
+        # layers, the causal prefix on global ones) instead of an (n, n) masked product, and no (n, n) mask.
+        # A ring (sliding layers) holds the window and one canvas: a chunk is at most a canvas long there.
+        chunk = self.prefill_chunk if self.prefill_chunk and not torch.is_grad_enabled() else n
+        if cache.ring < cache.max_length:
+            chunk = min(chunk, cache.ring - (self.config.sliding_window - 1))
+        if n > chunk:
             cache.reserve(n, f"encoding {n} tokens")
             return torch.cat([self.encode(input_ids[:, i:i + chunk], cache,
                                           None if attention_mask is None else attention_mask[:, i:i + chunk])
                               for i in range(0, n, chunk)], dim=1)
         start, positions = cache.append_slots(n, attention_mask)
-        end = start + n
         masks = self.encoder_masks(start, n, cache.valid if cache.padded else None)
+        if SLIDING in masks:
+            masks[SLIDING] = (None, self.ring_mask(cache, start, n, causal=True))
+        ring = self._ring_slots(cache, start, n)
 
         def kv_fn(layer, k, v):
-            cache.keys[layer][:, :, start:end] = k
-            cache.values[layer][:, :, start:end] = v
-            lo, mask = masks[self.config.layer_types[layer]]
-            return cache.keys[layer][:, :, lo:end], cache.values[layer][:, :, lo:end], mask
+            return self._cache_kv(cache, layer, k, v, start, ring, masks[self.config.layer_types[layer]])
 
         return self.run_layers(self.embed(input_ids), positions, kv_fn, encoder=True)
+
+    def _cache_kv(self, cache: KVCache, layer: int, k, v, start: int, ring: torch.Tensor, lo_mask):
+        """Write n new keys/values at positions [start, start + n) and return what the layer attends to: its
+        ring on a sliding layer, positions [lo, start + n) on a global one."""
+        lo, mask = lo_mask
+        if self.config.is_sliding(layer):
+            cache.keys[layer].index_copy_(2, ring, k)
+            cache.values[layer].index_copy_(2, ring, v)
+            return cache.keys[layer], cache.values[layer], mask
+        end = start + k.shape[2]
+        cache.keys[layer][:, :, start:end] = k
+        cache.values[layer][:, :, start:end] = v
+        return cache.keys[layer][:, :, lo:end], cache.values[layer][:, :, lo:end], mask
 
     # --- decoder: bidirectional over [cache ; canvas], cache unchanged ------------------------------------
     def denoise(self, canvas_ids: torch.Tensor, cache: KVCache, self_conditioning_logits: torch.Tensor | None = None,
@@ -418,7 +451,7 @@ class DiffusionGemma(nn.Module):
         self._check_ids(canvas_ids, cache, "canvas_ids")
         B, L = canvas_ids.shape
         cache.reserve(L, f"a canvas of {L} tokens")
-        start, end = cache.length, cache.length + L
+        start = cache.length
         positions = cache.positions(start, L)
         soft = self_conditioning_embeds
         if self_conditioning_logits is not None:
@@ -429,18 +462,16 @@ class DiffusionGemma(nn.Module):
         x = self.self_conditioning(self.embed(canvas_ids), soft)
         masks = {}
         for kind in self.kinds:
-            lo = self.window_start(self.config.layer_types.index(kind), start)
-            mask = None
-            if cache.padded:
-                keys_valid = torch.cat([cache.valid[:, lo:start], cache.valid.new_ones(B, L)], dim=1)
-                mask = keys_valid[:, None, None, :]
-            masks[kind] = (lo, mask)
+            if kind == SLIDING:
+                masks[kind] = (None, self.ring_mask(cache, start, L, causal=False))
+            elif cache.padded:
+                masks[kind] = (0, torch.cat([cache.valid[:, :start], cache.valid.new_ones(B, L)], dim=1)[:, None, None])
+            else:
+                masks[kind] = (0, None)
+        ring = self._ring_slots(cache, start, L)
 
         def kv_fn(layer, k, v):  # canvas keys go to scratch slots past `length`, never committed
-            cache.keys[layer][:, :, start:end] = k
-            cache.values[layer][:, :, start:end] = v
-            lo, mask = masks[self.config.layer_types[layer]]
-            return cache.keys[layer][:, :, lo:end], cache.values[layer][:, :, lo:end], mask
+            return self._cache_kv(cache, layer, k, v, start, ring, masks[self.config.layer_types[layer]])
 
         return self.logits(self.run_layers(x, positions, kv_fn, encoder=False))
 
@@ -458,43 +489,28 @@ class DiffusionGemma(nn.Module):
         return self._static_pass(self.embed(input_ids), cache, start, causal=True)
 
     def _static_pass(self, x: torch.Tensor, cache: KVCache, start: torch.Tensor, causal: bool) -> torch.Tensor:
-        """The layers over (B, n, H) inputs at slots [start, start + n), writing their keys and values there.
+        """The layers over (B, n, H) inputs at positions [start, start + n), writing their keys and values there.
         Global layers attend over the whole preallocated cache through a mask, rather than over a slice that
-        grows; sliding layers gather a fixed-size window (the W-1 slots before `start`, then the new ones), so
-        their cost does not grow with the context. Masked-out slots add work but no change beyond rounding.
+        grows; sliding layers over their ring (the window and a canvas), so their cost does not grow with the
+        context. Masked-out slots add work but no change beyond rounding.
         `causal`: the encoder (each new token sees the tokens before it); else the decoder (the canvas sees
         itself whole, and its sliding window is anchored at the canvas start)."""
-        B, n = x.shape[:2]
-        dev, W = x.device, self.config.sliding_window
-        slots = start + torch.arange(n, device=dev)  # (n,)
-        every = torch.arange(cache.max_length, device=dev)
+        n = x.shape[1]
+        slots = start + torch.arange(n, device=x.device)  # (n,)
+        every = torch.arange(cache.max_length, device=x.device)
         new = (every >= start) & (every < start + n)
         visible = (cache.valid | new)[:, None, :]  # (B, 1, T): committed tokens + the new ones
-        floor = self.config.window_floor(start)  # lowest slot a sliding layer sees
         if causal:
             visible = visible & (every[None, :] <= slots[:, None])  # (B, n, T)
-            floor = self.config.window_floor(slots[:, None])  # (n, 1): the window slides with the query
-        window = None  # sliding layers: (W - 1 + n,) slots to gather, when that is fewer than the whole cache
-        if W - 1 + n < cache.max_length:
-            wanted = self.config.window_floor(start) + torch.arange(W - 1 + n, device=dev)  # may start below 0
-            window = wanted.clamp(min=0)
-        masks = {}
-        for kind in self.kinds:
-            if kind != SLIDING:
-                m = visible
-            elif window is None:
-                m = visible & (every >= floor)
-            else:
-                m = visible[..., window] & (wanted >= 0) & (wanted >= floor)
-            masks[kind] = m[:, None]  # (B, 1, 1 or n, keys)
+        masks = {kind: visible[:, None] if kind != SLIDING else self.ring_mask(cache, start, n, causal)
+                 for kind in self.kinds}
+        ring = slots % cache.ring
 
         def kv_fn(layer, k, v):
-            cache.keys[layer].index_copy_(2, slots, k)
-            cache.values[layer].index_copy_(2, slots, v)
-            keys, values = cache.keys[layer], cache.values[layer]
-            if window is not None and self.config.is_sliding(layer):
-                keys, values = keys.index_select(2, window), values.index_select(2, window)
-            return keys, values, masks[self.config.layer_types[layer]]
+            sliding = self.config.is_sliding(layer)
+            cache.keys[layer].index_copy_(2, ring if sliding else slots, k)
+            cache.values[layer].index_copy_(2, ring if sliding else slots, v)
+            return cache.keys[layer], cache.values[layer], masks[self.config.layer_types[layer]]
 
         return self.run_layers(x, slots[None], kv_fn, encoder=causal)
 

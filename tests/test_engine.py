@@ -61,6 +61,35 @@ def test_three_canvases_without_stop_tokens_match_reference(checkpoint):
     assert o.sequences.shape[1] == 11 + 24 and len(o.steps_per_canvas) == 3
 
 
+def test_the_sliding_ring_wraps_several_times_and_matches_reference(checkpoint):
+    """A prompt 4x the window, then 5 canvases: the sliding layers' ring (window 8 - 1 + canvas 8 = 15 slots) wraps
+    four times, and the tokens are the reference's, whose sliding layers keep every position."""
+    ref, ours = load_reference(checkpoint, torch.float64), DiffusionGemma.from_pretrained(checkpoint, dtype=torch.float64)
+    prompt = torch.randint(3, 128, (2, 32), generator=torch.Generator().manual_seed(4))
+    cache = ours.new_cache(2, 32 + 40)
+    assert cache.ring == 15 and cache.keys[0].shape[2] == 15 and cache.keys[1].shape[2] == 72  # sliding, global
+    torch.manual_seed(3)
+    r = ref.generate(prompt, max_new_tokens=40, max_denoising_steps=4, eos_token_id=[127], pad_token_id=0)
+    o = ours.generate(prompt, max_new_tokens=40, max_denoising_steps=4, eos_token_id=[127], seed=3)
+    assert torch.equal(r.sequences, o.sequences) and len(o.steps_per_canvas) == 5
+
+
+def test_kv_cache_of_the_released_shape_and_a_context_beyond_the_model():
+    """The released shape in bf16: 20 KiB per token on the global layers plus 0.24 GiB per sequence of sliding
+    rings (DESIGN.md section 6), so 256K tokens fit in about 5.2 GiB; computed, not allocated. A cache or a
+    generation beyond the model's maximum context is refused before anything is allocated, naming both numbers."""
+    from dgemma import KVCache, get_preset
+    cfg = get_preset("diffusiongemma-26b-a4b")
+    one, two = (KVCache.nbytes(cfg, 1, n, torch.bfloat16) for n in (100_000, 200_000))
+    per_token = (two - one) / 100_000
+    assert 20 * 1024 <= per_token <= 21 * 1024  # 20 KiB of keys and values, one byte of padding mask
+    assert one - 100_000 * per_token <= 0.25 * 2**30
+    assert KVCache.nbytes(cfg, 1, 262_144, torch.bfloat16) <= 6 * 2**30
+    tiny = DiffusionGemma.from_pretrained("tiny")
+    with pytest.raises(ValueError, match="4352 positions exceeds the model's maximum context of 4096"):
+        tiny.generate(torch.full((1, 4000), 5), max_new_tokens=352)
+
+
 def test_left_padded_rows_match_rows_run_alone(checkpoint):
     model = DiffusionGemma.from_pretrained(checkpoint, dtype=torch.float32)
     prompts = [torch.randint(3, 128, (n,), generator=torch.Generator().manual_seed(n)) for n in (5, 12, 9)]

@@ -64,7 +64,7 @@ def run(args) -> int:
     if "kv_cache_bytes" in info:
         n = info["kv_cache_bytes"]
         print(f"KV cache         {n / 2**30:.2f} GiB for {args.context:,} tokens x batch {args.batch} in {args.dtype} "
-              f"({n / args.context / args.batch / 1024:.1f} KiB per token; every layer keeps every token)")
+              f"(global layers keep every token, sliding layers a ring of window + canvas slots)")
     return 0
 
 
