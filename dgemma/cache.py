@@ -24,8 +24,8 @@ import torch
 from .config import ModelConfig
 
 
-class CacheFullError(RuntimeError):
-    pass
+class CacheFullError(ValueError):
+    """A prompt or generation that does not fit the cache it was given."""
 
 
 def ring_length(config: ModelConfig, max_length: int) -> int:

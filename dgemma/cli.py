@@ -12,6 +12,8 @@ import logging
 import os
 import sys
 
+import torch
+
 # subcommand -> module providing register(subparsers)
 COMMANDS = {
     "info": "dgemma.commands.info",
@@ -62,11 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`dgemma generate ... | head`): stop quietly, as cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
         return 141
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        if args.verbose:
+    except (ValueError, FileNotFoundError, ModuleNotFoundError, torch.OutOfMemoryError) as e:
+        if args.verbose:  # bad input, a missing file or optional dependency, memory: the user's to fix
             raise
         print(f"dgemma {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug of ours or of a library: not disguised as a problem with the input
+        if args.verbose:
+            raise
+        print(f"dgemma {args.command}: internal error: {type(e).__name__}: {e} (run with -v for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

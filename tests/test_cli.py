@@ -140,3 +140,21 @@ def test_output_into_a_closed_pipe_ends_quietly():
     proc.stdout.close()  # nobody reads: the first print hits a closed pipe
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
+
+
+def test_internal_errors_are_not_shown_as_input_errors(monkeypatch, capsys):
+    """A bug (here: a RuntimeError from inside `dgemma info`) is reported as an internal error with exit code 1
+    and a pointer to -v, which shows the traceback; bad input stays a one-line error with exit code 2."""
+    import dgemma.commands.info
+    from dgemma.cli import main
+
+    def broken(config):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(dgemma.commands.info, "summary", broken)
+    assert main(["info", "tiny"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "dgemma info: internal error: RuntimeError: boom (run with -v for the traceback)"
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["-v", "info", "tiny"])
+    monkeypatch.undo()
+    assert main(["info", "tiny", "--context", "0"]) == 2 and "internal" not in capsys.readouterr().err

@@ -37,7 +37,7 @@ def run_bench(args) -> dict:
     t_start = time.perf_counter()
     want_ref = args.reference != "off" and reference_available()
     if args.reference == "on" and not want_ref:
-        raise RuntimeError("--reference on, but transformers (with DiffusionGemma) is not installed")
+        raise ModuleNotFoundError("--reference on, but transformers (with DiffusionGemma) is not installed")
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if not args.quiet else (lambda *a: None)
 
     result = {

@@ -19,7 +19,7 @@ def run(args) -> int:
 
         from .app import ServerState, create_app
     except ModuleNotFoundError as e:
-        raise RuntimeError(f"dgemma serve needs {e.name}: pip install 'dgemma[serve]'") from None
+        raise ModuleNotFoundError(f"dgemma serve needs {e.name}: pip install 'dgemma[serve]'") from None
     model = args.model or str(default_model_dir())
     path = Path(model)
     if path.is_dir() and not (path / "config.json").is_file():
