@@ -54,14 +54,14 @@ class GenerationConfig:
         arguments where given (None: not given). `sampler` names the acceptance rule (`make_sampler`)."""
         keys = ("max_new_tokens", "max_denoising_steps", "t_min", "t_max", "stability_threshold",
                 "confidence_threshold", "eos_token_id", "pad_token_id")
-        base = {k: defaults[k] for k in keys if k in defaults}
-        if "eos_token_id" in base:
-            eos = base["eos_token_id"]
-            base["eos_token_id"] = (eos,) if isinstance(eos, int) else tuple(eos)
+        settings = {**{k: defaults[k] for k in keys if k in defaults},
+                    **{k: v for k, v in fields.items() if v is not None}}
+        if "eos_token_id" in settings:  # one id or several, as a list (JSON) or any sequence
+            eos = settings["eos_token_id"]
+            settings["eos_token_id"] = (eos,) if isinstance(eos, int) else tuple(eos)
         if entropy_bound is None:
             entropy_bound = (defaults.get("sampler_config") or {}).get("entropy_bound", DEFAULT_ENTROPY_BOUND)
-        return cls(**{**base, **{k: v for k, v in fields.items() if v is not None},
-                      "sampler": make_sampler(sampler, entropy_bound, 0.9 if tau is None else tau)})
+        return cls(**settings, sampler=make_sampler(sampler, entropy_bound, 0.9 if tau is None else tau))
 
     def validate(self, vocab_size: int) -> None:
         def need(cond, msg):

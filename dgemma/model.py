@@ -360,14 +360,19 @@ class DiffusionGemma(nn.Module):
         """First cache slot a query at `slot` may see: sliding layers keep window-1 earlier tokens."""
         return max(0, self.config.window_floor(slot)) if self.config.is_sliding(layer) else 0
 
-    def encoder_masks(self, start: int, n: int, valid: torch.Tensor | None = None) -> dict:
+    def encoder_masks(self, start: int, n: int, valid: torch.Tensor | None = None,
+                      cache: KVCache | None = None) -> dict:
         """Per layer kind, (lo, mask) for n new tokens at slots [start, start + n) attending to cache slots
         [lo, start + n): causal, windowed on sliding layers. `valid` (B, T) hides padding keys (a padding query
-        still sees itself, so its row stays finite). The mask is None for one unpadded token, which sees all."""
+        still sees itself, so its row stays finite). The mask is None for one unpadded token, which sees all.
+        With `cache`, sliding layers attend to its ring instead: (None, `ring_mask`)."""
         dev, end = self.embed_tokens.weight.device, start + n
         q = torch.arange(start, end, device=dev)[:, None]
         masks = {}
         for kind in self.kinds:
+            if kind == SLIDING and cache is not None:
+                masks[kind] = (None, self.ring_mask(cache, start, n, causal=True))
+                continue
             lo = self.window_start(self.config.layer_types.index(kind), start)
             k = torch.arange(lo, end, device=dev)[None, :]
             allowed = k <= q
@@ -416,20 +421,17 @@ class DiffusionGemma(nn.Module):
                                           None if attention_mask is None else attention_mask[:, i:i + chunk])
                               for i in range(0, n, chunk)], dim=1)
         start, positions = cache.append_slots(n, attention_mask)
-        masks = self.encoder_masks(start, n, cache.valid if cache.padded else None)
-        if SLIDING in masks:
-            masks[SLIDING] = (None, self.ring_mask(cache, start, n, causal=True))
+        masks = self.encoder_masks(start, n, cache.valid if cache.padded else None, cache=cache)
         ring = self._ring_slots(cache, start, n)
 
         def kv_fn(layer, k, v):
-            return self._cache_kv(cache, layer, k, v, start, ring, masks[self.config.layer_types[layer]])
+            return self._cache_kv(cache, layer, k, v, start, ring, masks[self.config.layer_types[layer]][1])
 
         return self.run_layers(self.embed(input_ids), positions, kv_fn, encoder=True)
 
-    def _cache_kv(self, cache: KVCache, layer: int, k, v, start: int, ring: torch.Tensor, lo_mask):
+    def _cache_kv(self, cache: KVCache, layer: int, k, v, start: int, ring: torch.Tensor, mask):
         """Write n new keys/values at positions [start, start + n) and return what the layer attends to: its
-        ring on a sliding layer, positions [lo, start + n) on a global one."""
-        lo, mask = lo_mask
+        ring on a sliding layer, positions [0, start + n) on a global one."""
         if self.config.is_sliding(layer):
             cache.keys[layer].index_copy_(2, ring, k)
             cache.values[layer].index_copy_(2, ring, v)
@@ -437,7 +439,7 @@ class DiffusionGemma(nn.Module):
         end = start + k.shape[2]
         cache.keys[layer][:, :, start:end] = k
         cache.values[layer][:, :, start:end] = v
-        return cache.keys[layer][:, :, lo:end], cache.values[layer][:, :, lo:end], mask
+        return cache.keys[layer][:, :, :end], cache.values[layer][:, :, :end], mask
 
     # --- decoder: bidirectional over [cache ; canvas], cache unchanged ------------------------------------
     def denoise(self, canvas_ids: torch.Tensor, cache: KVCache, self_conditioning_logits: torch.Tensor | None = None,
@@ -463,11 +465,11 @@ class DiffusionGemma(nn.Module):
         masks = {}
         for kind in self.kinds:
             if kind == SLIDING:
-                masks[kind] = (None, self.ring_mask(cache, start, L, causal=False))
+                masks[kind] = self.ring_mask(cache, start, L, causal=False)
             elif cache.padded:
-                masks[kind] = (0, torch.cat([cache.valid[:, :start], cache.valid.new_ones(B, L)], dim=1)[:, None, None])
+                masks[kind] = torch.cat([cache.valid[:, :start], cache.valid.new_ones(B, L)], dim=1)[:, None, None]
             else:
-                masks[kind] = (0, None)
+                masks[kind] = None
         ring = self._ring_slots(cache, start, L)
 
         def kv_fn(layer, k, v):  # canvas keys go to scratch slots past `length`, never committed
@@ -546,13 +548,11 @@ class DiffusionGemma(nn.Module):
         tokens_per_forward per row, steps per canvas), or with `stream=True` an iterator of step/canvas events
         ending with that output. `compile`: the decoder runs compiled (see `Engine`)."""
         from .engine import Engine, GenerationConfig
-        eos = (eos_token_id,) if isinstance(eos_token_id, int) else eos_token_id
         cfg = GenerationConfig.from_checkpoint(
             self.generation_defaults, sampler, entropy_bound, tau, max_new_tokens=max_new_tokens,
             max_denoising_steps=max_denoising_steps, t_min=t_min, t_max=t_max, temperature=temperature, top_k=top_k,
             top_p=top_p, stability_threshold=stability_threshold, confidence_threshold=confidence_threshold,
-            eos_token_id=None if eos is None else tuple(eos), pad_token_id=pad_token_id,
-            skip_finished_rows=skip_finished_rows)
+            eos_token_id=eos_token_id, pad_token_id=pad_token_id, skip_finished_rows=skip_finished_rows)
         events = Engine(self, compile=compile).stream(input_ids, cfg, seed=seed, attention_mask=attention_mask,
                                                       canvas=canvas, clamp=clamp)
         if stream:
@@ -566,10 +566,8 @@ class DiffusionGemma(nn.Module):
         """Autoregressive decoding of the same weights (encoder + tied head), for comparison. Length, stop and pad
         ids left at None come from `generation_defaults`."""
         from .engine import Engine, GenerationConfig
-        eos = (eos_token_id,) if isinstance(eos_token_id, int) else eos_token_id
         cfg = GenerationConfig.from_checkpoint(self.generation_defaults, max_new_tokens=max_new_tokens,
-                                               eos_token_id=None if eos is None else tuple(eos),
-                                               pad_token_id=pad_token_id)
+                                               eos_token_id=eos_token_id, pad_token_id=pad_token_id)
         return Engine(self).generate_ar(input_ids, cfg.max_new_tokens, temperature=temperature,
                                         eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id, seed=seed,
                                         attention_mask=attention_mask)
