@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from dgemma import DiffusionGemma, sampling  # noqa: E402
 from dgemma.bench import hardware, measure, report  # noqa: E402
-from dgemma.sampling import EntropyBoundSampler, step_stats  # noqa: E402
+from dgemma.sampling import EntropyBoundSampler, sample_step  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -90,13 +90,14 @@ def main(argv=None) -> int:
     with torch.no_grad():
         model.encode(torch.randint(3, V, (B, args.prompt), generator=g), cache)
         canvas = torch.randint(0, V, (B, L), generator=g)
-        soft = step_stats(model.denoise(canvas, cache), g, model.embed_tokens.weight, model.embed_scale()).soft
+        ones = torch.ones(B)
+        soft = sample_step(model, model.denoise(canvas, cache, logits=False), ones, [g] * B).soft
 
     def step():
         t0 = time.perf_counter()
-        logits = model.denoise(canvas, cache, self_conditioning_embeds=soft)
+        hidden = model.denoise(canvas, cache, self_conditioning_embeds=soft, logits=False)
         t1 = time.perf_counter()
-        st = step_stats(logits, g, model.embed_tokens.weight, model.embed_scale())
+        st = sample_step(model, hidden, ones, [g] * B)
         sampler.accept(st, 1, 1)
         t2 = time.perf_counter()
         return t1 - t0, t2 - t1

@@ -43,8 +43,9 @@ def build(model_id: str, dtype, device, with_reference: bool, log):
             log(f"reference model could not be built ({type(e).__name__}: {e}); continuing without it")
             torch.cuda.empty_cache() if torch.cuda.is_available() else None
     from dgemma.checkpoint import build_model
+    from dgemma.model import DiffusionGemma
     from dgemma.commands.info import load_config
-    model = build_model(load_config(model_id), dtype, "meta").to_empty(device=device)
+    model = build_model(DiffusionGemma, load_config(model_id), dtype).to_empty(device=device)
     model.init_weights(torch.Generator(device=device).manual_seed(0))
     return model.eval(), None
 

@@ -18,7 +18,6 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import GENERATION_DEFAULTS, ConfigError, ModelConfig, get_preset, PRESETS
-from .model import DiffusionGemma
 
 log = logging.getLogger("dgemma")
 
@@ -63,10 +62,10 @@ def from_reference_key(ref: str) -> str | None:
     raise KeyError(ref)
 
 
-def build_model(config: ModelConfig, dtype: torch.dtype, device) -> DiffusionGemma:
-    """A model whose tensors are not yet allocated (meta device), to be filled by the loader."""
+def build_model(model_cls, config: ModelConfig, dtype: torch.dtype):
+    """A `model_cls(config)` whose tensors are not yet allocated (meta device), to be filled by the loader."""
     with torch.device("meta"):
-        model = DiffusionGemma(config)
+        model = model_cls(config)
     return model.to(dtype=dtype)
 
 
@@ -88,7 +87,7 @@ def _weight_files(directory: Path) -> list[Path]:
     return [single]
 
 
-def _assign(model: DiffusionGemma, name: str, tensor: torch.Tensor) -> None:
+def _assign(model, name: str, tensor: torch.Tensor) -> None:
     module_name, _, attr = name.rpartition(".")
     module = model.get_submodule(module_name) if module_name else model
     if attr in module._parameters:
@@ -97,15 +96,16 @@ def _assign(model: DiffusionGemma, name: str, tensor: torch.Tensor) -> None:
         module._buffers[attr] = tensor
 
 
-def load_model(path_or_preset, dtype=torch.float32, device="cpu", seed: int = 0) -> DiffusionGemma:
-    """A checkpoint directory in the reference layout, or a preset name (random weights from `seed`)."""
+def load_model(model_cls, path_or_preset, dtype=torch.float32, device="cpu", seed: int = 0):
+    """A `model_cls` (DiffusionGemma) from a checkpoint directory in the reference layout, or a preset name
+    (random weights from `seed`)."""
     dtype, device = parse_dtype(dtype), torch.device(device)
     path = Path(path_or_preset)
     if not path.is_dir():
         if str(path_or_preset) in PRESETS:
             # allocated once, in the target dtype and on the target device: the 26B preset in bf16 needs 47 GiB,
             # never the 94 GiB of a float32 copy first; on the meta device nothing is allocated at all
-            model = build_model(get_preset(str(path_or_preset)), dtype, device).to_empty(device=device)
+            model = build_model(model_cls, get_preset(str(path_or_preset)), dtype).to_empty(device=device)
             if device.type != "meta":
                 model.init_weights(torch.Generator(device=device).manual_seed(seed))
             return model
@@ -117,7 +117,7 @@ def load_model(path_or_preset, dtype=torch.float32, device="cpu", seed: int = 0)
         config = ModelConfig.from_json_file(path / CONFIG)
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
-    model = build_model(config, dtype, device)
+    model = build_model(model_cls, config, dtype)
     expected = dict(model.state_dict())
     loaded, vision_skipped = set(), 0
     for file in _weight_files(path):
@@ -174,7 +174,7 @@ def read_generation_config(path: Path) -> dict:
     return defaults
 
 
-def save_model(model: DiffusionGemma, path, max_shard_bytes: int = 5 * 2**30) -> None:
+def save_model(model, path, max_shard_bytes: int = 5 * 2**30) -> None:
     """Write config.json, generation_config.json and (sharded if large) model.safetensors."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

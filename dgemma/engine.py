@@ -16,13 +16,17 @@ import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from .config import DEFAULT_ENTROPY_BOUND, GENERATION_DEFAULTS
-from .model import DiffusionGemma
-from .sampling import (EntropyBoundSampler, Sampler, StepStats, chunk_stats, compiled_chunk_stats, draw_uniforms,
-                       fits_one_draw, make_sampler, step_stats, whole_step_stats)
+from .sampling import (EntropyBoundSampler, Sampler, StepStats, compiled_tile_stats, draw_uniforms, fits_one_draw,
+                       make_sampler, sample_step, tile_stats)
 from .step_graph import StepGraphs, StepSettings, compiling_allowed
+
+if TYPE_CHECKING:  # the model imports the engine (its generate), not the other way round
+    from .model import DiffusionGemma
 
 
 _D = GENERATION_DEFAULTS
@@ -170,27 +174,50 @@ def whole_step(model: DiffusionGemma, settings: StepSettings, temperature: torch
                cache, start: torch.Tensor, soft: torch.Tensor | None, u: torch.Tensor, noise: torch.Tensor,
                argmax: torch.Tensor, history: torch.Tensor, finished: torch.Tensor, passes: torch.Tensor,
                done: torch.Tensor, fixed: torch.Tensor | None):
-    """A whole denoising step as pure tensor code, for one compiled graph (CPU, small vocabularies): the static
-    decoder forward, the temperature, the sampling statistics from uniforms `u` (B*L, V) drawn beforehand,
-    then `advance`. Returns what `advance` does. Only for samplers that ignore the step number."""
-    logits = model.denoise_static(current, cache, start, soft)
-    B, L, V = logits.shape
-    logits = logits / temperature
-    sampled, logp, entropy, new_soft = chunk_stats(logits.view(B * L, V), u, None, model.embed_tokens.weight,
-                                                   model.embed_scale())
-    stats = StepStats(sampled.view(B, L), logits.argmax(-1), entropy.view(B, L), logp.view(B, L),
-                      new_soft.view(B, L, -1))
+    """A whole denoising step as pure tensor code, for one compiled graph (CPU, a step's draws within one
+    sampler tile): the static decoder forward, the sampling statistics at the (B,) temperatures from uniforms `u`
+    (B*L, V) drawn beforehand, then `advance`. Returns what `advance` does. Only for samplers that ignore the
+    step number."""
+    hidden = model.denoise_static(current, cache, start, soft)
+    B, L, H = hidden.shape
+    temps = temperature.reshape(B, 1).expand(B, L).reshape(B * L, 1)
+    sampled, top, logp, entropy, new_soft = tile_stats(hidden.view(B * L, H), temps, u, None, model.embed_tokens.weight,
+                                                       model.embed_scale(), model.config.final_logit_softcapping)
+    stats = StepStats(sampled.view(B, L), top.view(B, L), entropy.view(B, L), logp.view(B, L), new_soft.view(B, L, H))
     return advance(settings, 0, stats, current, argmax, soft, history, finished, passes, done, noise, fixed)
 
 
-_STEP_GRAPHS: "weakref.WeakKeyDictionary[DiffusionGemma, StepGraphs]" = weakref.WeakKeyDictionary()
+def draw_per_row(generators: list[torch.Generator], draw) -> torch.Tensor:
+    """`draw(generator, rows)` for each run of consecutive batch rows sharing a generator, concatenated: one
+    generator for the batch draws exactly what one call for every row would."""
+    parts, i = [], 0
+    while i < len(generators):
+        j = i + 1
+        while j < len(generators) and generators[j] is generators[i]:
+            j += 1
+        parts.append(draw(generators[i], j - i))
+        i = j
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def compiled_whole_step(model: DiffusionGemma) -> StepGraphs:
-    """`whole_step` compiled for `model`, its graphs kept as long as the model lives."""
-    if model not in _STEP_GRAPHS:
-        _STEP_GRAPHS[model] = StepGraphs(model, whole_step)
-    return _STEP_GRAPHS[model]
+# What a model's compiled passes and step graphs are kept in, as long as the model lives.
+_COMPILED: "weakref.WeakKeyDictionary[DiffusionGemma, dict]" = weakref.WeakKeyDictionary()
+
+
+def compiled(model: DiffusionGemma, what: str):
+    """`what` of `model` compiled, made once per model: "denoise" and "encode" (`denoise_static`, `encode_static`
+    through torch.compile; CUDA graphs on GPU, on CPU a C++ wrapper that calls the kernels without a Python line
+    each, 0.3-0.5 ms of a tiny model's 2 ms step), or "step" (`whole_step` as exported graphs, `StepGraphs`)."""
+    made = _COMPILED.setdefault(model, {})
+    if what not in made:
+        if what == "step":
+            made[what] = StepGraphs(model, whole_step)
+        else:
+            cuda = model.device.type == "cuda"
+            fn = model.denoise_static if what == "denoise" else model.encode_static
+            made[what] = torch.compile(fn, fullgraph=True, dynamic=False, mode="reduce-overhead" if cuda else None,
+                                       options=None if cuda else {"cpp_wrapper": True})
+    return made[what]
 
 
 def known_inputs(known: bool):
@@ -220,30 +247,49 @@ class Engine:
 
     def __init__(self, model: DiffusionGemma, compile: bool = False):
         """`compile`: torch.compile the decoder forward (`model.denoise_static`, one graph for every canvas; CUDA
-        graphs on GPU) and the encoder pass that commits a canvas (`model.encode_static`). On CPU, when a step's
-        random draws fit in one chunk (small vocabularies), the whole step is one graph (`whole_step`, exported and
-        called without dynamo: `StepGraphs`); otherwise the sampling statistics are compiled apart where they can
-        be. Every row stays in the decoder batch until the canvas ends, as in the reference, so the shapes never
-        change; the first steps pay for compilation.
-        The compiled callables are attributes, so a benchmark can time the calls."""
+        graphs on GPU), the sampler's tile (`tile_stats`) and the encoder pass that commits a canvas
+        (`model.encode_static`). On CPU, when a step's random draws fit in one sampler tile (small vocabularies),
+        the whole step is one graph (`whole_step`, exported and called without dynamo: `StepGraphs`). Every row
+        stays in the decoder batch until the canvas ends, as in the reference, so the shapes never change; the
+        first steps pay for compilation. The compiled callables are attributes, so a benchmark can time the calls."""
         self.model = model
-        self.static_denoise = model.compiled_denoise() if compile else None
-        self.static_encode = model.compiled_encode() if compile else None
+        self.static_denoise = compiled(model, "denoise") if compile else None
+        self.static_encode = compiled(model, "encode") if compile else None
         self.denoise = model.denoise
-        self.stats_fn = compiled_chunk_stats() if compile else None
-        self.step_graphs = compiled_whole_step(model) if compile and model.device.type == "cpu" else None
+        self.tile_fn = compiled_tile_stats() if compile else None
+        self.step_graphs = compiled(model, "step") if compile and model.device.type == "cpu" else None
         self.whole_step = self.step_graphs  # what the loop calls (a benchmark wraps it to time the calls)
 
-    def sample_stats(self, logits: torch.Tensor, gen: torch.Generator, cfg: GenerationConfig,
-                     active: list[bool] | None = None) -> StepStats:
-        """The step's samples and statistics from processed logits: compiled over the whole step where that
-        applies, else chunk by chunk (`active`: see `step_stats`)."""
-        emb_w, emb_scale = self.model.embed_tokens.weight, self.model.embed_scale()
-        if self.stats_fn is not None and cfg.top_k is None and cfg.top_p is None and active is None:
-            stats = whole_step_stats(logits, gen, emb_w, emb_scale, self.stats_fn)
-            if stats is not None:
-                return stats
-        return step_stats(logits, gen, emb_w, emb_scale, active, cfg.top_k, cfg.top_p)
+    def one_graph(self, cfg: GenerationConfig, rows: int, generator: torch.Generator) -> bool:
+        """Whether a step of `rows` canvases with these settings runs as one compiled graph (`whole_step`)."""
+        return (self.whole_step is not None and cfg.top_k is None and cfg.top_p is None and not cfg.sampler.uses_step
+                and fits_one_draw(rows * self.model.config.canvas_length, self.model.config.vocab_size, generator))
+
+    def step_graph(self, settings: StepSettings, temperature: torch.Tensor, generators: list[torch.Generator],
+                   cache, start: torch.Tensor, current, soft, argmax, history, finished, passes, done, fixed):
+        """A whole step in one graph: the uniforms and the renoising tokens are drawn first, per row in the
+        reference's order. Returns what `advance` does."""
+        B, L = current.shape
+        V, dev = self.model.config.vocab_size, current.device
+        u = draw_per_row(generators, lambda g, n: draw_uniforms((n * L, V), g))
+        noise = draw_per_row(generators, lambda g, n: torch.randint(0, V, (n, L), device=dev, generator=g))
+        return self.whole_step(self.model, settings, temperature, current, cache, start, soft, u, noise, argmax,
+                               history, finished, passes, done, fixed)
+
+    def sample_stats(self, hidden, temperature, generators, active=None, top_k=None, top_p=None) -> StepStats:
+        """`sample_step` through the compiled tile where there is one."""
+        return sample_step(self.model, hidden, temperature, generators, active, top_k, top_p, self.tile_fn)
+
+    def sample(self, cfg: GenerationConfig, step: int, hidden: torch.Tensor, temperature: torch.Tensor,
+               generators: list[torch.Generator], current, soft, argmax, history, finished, passes, done, fixed,
+               active: list[bool] | None = None):
+        """The rest of a step from the decoder's hidden states (A, L, H) of the `active` rows: the statistics
+        tile by tile, the renoising tokens, then `advance`, whose results it returns."""
+        B, L = current.shape
+        V, dev = self.model.config.vocab_size, current.device
+        stats = self.sample_stats(hidden, temperature, generators, active, cfg.top_k, cfg.top_p)
+        noise = draw_per_row(generators, lambda g, n: torch.randint(0, V, (n, L), device=dev, generator=g))
+        return advance(cfg, step, stats, current, argmax, soft, history, finished, passes, done, noise, fixed)
 
     def prefill(self, input_ids: torch.Tensor, cache, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Encode a prompt into the cache; returns its hidden states. Compiled and unpadded: the first P mod L
@@ -314,6 +360,7 @@ class Engine:
                 torch._dynamo.mark_static_address(t)
         dev = model.device
         gen = seeded_generator(seed, self.model.device)
+        gens = [gen] * B  # one generator, its draws in row order (the server gives each row its own)
         temperatures = temperature_at(cfg, torch.arange(cfg.max_denoising_steps + 1)).to(dev)  # [step], made once
         eos = torch.tensor(cfg.eos_token_id, dtype=torch.long, device=dev)
         if canvas is not None:
@@ -346,39 +393,31 @@ class Engine:
             history = torch.full((max(cfg.stability_threshold, 1), B, L), -1, dtype=torch.long, device=dev)
             steps = 0
             start = None if self.static_denoise is None else torch.tensor(cache.length, device=dev)  # 0-d, compiled
-            whole = (self.whole_step is not None and cfg.top_k is None and cfg.top_p is None
-                     and not cfg.sampler.uses_step and fits_one_draw(B * L, V, gen))
+            whole = self.one_graph(cfg, B, gen)
             for step in range(cfg.max_denoising_steps, 0, -1):
                 steps += 1
-                if whole:  # compiled, the step in one graph: the random draws first, in the reference's order
-                    u = draw_uniforms((B * L, V), gen)
-                    noise = torch.randint(0, V, (B, L), device=dev, generator=gen)
-                    accept, current, argmax, soft, history, finished, passes = self.whole_step(
-                        model, settings, temperatures[step], current, cache, start, soft, u,
-                        noise, argmax, history, finished, passes, finished_seq,
-                        unclamped if fixed is None else fixed)
+                temperature = temperatures[step].expand(B)
+                if whole:  # compiled, the step in one graph
+                    accept, current, argmax, soft, history, finished, passes = self.step_graph(
+                        settings, temperature, gens, cache, start, current, soft, argmax, history, finished, passes,
+                        finished_seq, unclamped if fixed is None else fixed)
                 else:
                     if self.static_denoise is not None:  # compiled: every row, one shape
                         with known_inputs(steps > 2):
-                            logits = self.static_denoise(current, cache, start, soft)
+                            hidden = self.static_denoise(current, cache, start, soft)
                     else:
                         if B > 1 and not all(active) and (rows is None or len(rows) != sum(active)):
                             rows = torch.tensor([i for i, a in enumerate(active) if a], device=dev)
                             sub_cache = cache.select(rows)
                         if rows is None:
-                            logits = self.denoise(current, cache, self_conditioning_embeds=soft)
+                            hidden = self.denoise(current, cache, self_conditioning_embeds=soft, logits=False)
                         else:
-                            logits = self.denoise(current[rows], sub_cache,
-                                                  self_conditioning_embeds=None if soft is None else soft[rows])
-                    logits.div_(temperatures[step])
-                    stats = self.sample_stats(logits, gen, cfg, None if rows is None else active)
-                    del logits
-                    if rows is not None:
-                        stats = stats.scatter_rows(rows, B)
-                    noise = torch.randint(0, V, (B, L), device=dev, generator=gen)
-                    accept, current, argmax, soft, history, finished, passes = advance(
-                        cfg, step, stats, current, argmax, soft, history, finished, passes, finished_seq, noise,
-                        fixed)
+                            hidden = self.denoise(current[rows], sub_cache, logits=False,
+                                                   self_conditioning_embeds=None if soft is None else soft[rows])
+                    accept, current, argmax, soft, history, finished, passes = self.sample(
+                        cfg, step, hidden, temperature, gens, current, soft, argmax, history, finished, passes,
+                        finished_seq, fixed, None if rows is None else active)
+                    del hidden
                 yield StepEvent(c, step, argmax, accept, finished)
                 active = (~finished).tolist()  # the one host sync per step: stop, or shrink the decoder batch
                 if not any(active):

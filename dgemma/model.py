@@ -18,9 +18,20 @@ from torch import nn
 
 from .cache import KVCache
 from .config import GENERATION_DEFAULTS, SLIDING, ModelConfig
+from .sampling import tied_logits
 
 # kv_fn(layer, k, v) -> (keys, values, mask): how a layer's new keys/values meet the ones it attends to.
 KVFn = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
+
+
+def keys_visible(anchor, keys, real, own, window: int | None) -> torch.Tensor:
+    """The one rule of which keys a query sees (broadcast over its tensor arguments): the keys it owns (itself,
+    for the causal encoder; its whole canvas, for the decoder) and the real tokens before its anchor (itself, or
+    its canvas's first position); on a sliding layer only the `window` - 1 positions before the anchor."""
+    seen = real & (keys < anchor)
+    if window is not None:
+        seen = seen & (keys >= anchor - (window - 1))
+    return seen | own
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
@@ -263,7 +274,6 @@ class DiffusionGemma(nn.Module):
         for kind in self.kinds:
             self.register_buffer(f"inv_freq_{kind}", rope_inv_freq(config, kind), persistent=False)
         self._scale_cache: dict = {}
-        self._compiled_denoise = self._compiled_encode = None
         self.prefill_chunk = 2048  # encode() splits longer inputs (without autograd) into chunks of this many tokens
         # where generation starts: the reference's defaults, or a loaded checkpoint's generation_config.json
         self.generation_defaults = dict(GENERATION_DEFAULTS)
@@ -274,7 +284,7 @@ class DiffusionGemma(nn.Module):
                         seed: int = 0) -> "DiffusionGemma":
         """A checkpoint directory in the reference layout, or a preset name (random weights drawn from `seed`)."""
         from .checkpoint import load_model
-        return load_model(path_or_preset, dtype=dtype, device=device, seed=seed)
+        return load_model(cls, path_or_preset, dtype=dtype, device=device, seed=seed)
 
     def save_pretrained(self, path, max_shard_bytes: int = 5 * 2**30) -> None:
         from .checkpoint import save_model
@@ -332,10 +342,7 @@ class DiffusionGemma(nn.Module):
         return self.embed_tokens(ids) * self.embed_scale()
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Tied head, then `cap * tanh(logits / cap)` in float32 (in place: one (.., V) tensor)."""
-        cap = self.config.final_logit_softcapping
-        out = F.linear(hidden, self.embed_tokens.weight).float()
-        return out.div_(cap).tanh_().mul_(cap)
+        return tied_logits(hidden, self.embed_tokens.weight, self.config.final_logit_softcapping)
 
     def soft_embeddings(self, logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         w = self.embed_tokens.weight
@@ -356,50 +363,68 @@ class DiffusionGemma(nn.Module):
                 x = layer(x, cos, sin, kv_fn, encoder)
         return self.norm(x)
 
-    def window_start(self, layer: int, slot: int) -> int:
-        """First cache slot a query at `slot` may see: sliding layers keep window-1 earlier tokens."""
-        return max(0, self.config.window_floor(slot)) if self.config.is_sliding(layer) else 0
-
-    def encoder_masks(self, start: int, n: int, valid: torch.Tensor | None = None,
-                      cache: KVCache | None = None) -> dict:
-        """Per layer kind, (lo, mask) for n new tokens at slots [start, start + n) attending to cache slots
-        [lo, start + n): causal, windowed on sliding layers. `valid` (B, T) hides padding keys (a padding query
-        still sees itself, so its row stays finite). The mask is None for one unpadded token, which sees all.
-        With `cache`, sliding layers attend to its ring instead: (None, `ring_mask`)."""
-        dev, end = self.embed_tokens.weight.device, start + n
-        q = torch.arange(start, end, device=dev)[:, None]
+    # --- attention: one mask rule, one pass for encoder and decoder ----------------------------------------
+    def attention_masks(self, cache: KVCache, start, n: int, causal: bool, end: int) -> dict:
+        """Per layer kind, which keys each of n new tokens at positions start + [0, n) sees, once their keys are
+        written: (B, 1, n, keys) for the encoder, (B, 1, 1, keys) for a canvas (one rule for all its positions).
+        The keys are a sliding layer's ring, or positions [0, end) of a global layer. `start` is an int, a 0-d
+        tensor (compiled passes) or one per row (B,) (the server's rows). None: every key is seen."""
+        dev = cache.device
+        # the common eager case: no padding and no keys beyond the new tokens, so global layers see them all
+        sees_all = isinstance(start, int) and not cache.padded and (n == 1 or not causal) and end == start + n
+        s = torch.as_tensor(start, device=dev).reshape(-1, 1, 1)  # (1 or B, 1, 1)
+        q = s + torch.arange(n, device=dev)[:, None]  # (., n, 1) the queries' positions
         masks = {}
         for kind in self.kinds:
-            if kind == SLIDING and cache is not None:
-                masks[kind] = (None, self.ring_mask(cache, start, n, causal=True))
-                continue
-            lo = self.window_start(self.config.layer_types.index(kind), start)
-            k = torch.arange(lo, end, device=dev)[None, :]
-            allowed = k <= q
             if kind == SLIDING:
-                allowed = allowed & (k >= self.config.window_floor(q))
-            if valid is not None:
-                allowed = allowed & (valid[:, None, lo:end] | (k == q))[:, None]
-            masks[kind] = (lo, None if (n == 1 and valid is None) else allowed)
+                kp = cache.ring_positions(s + n)  # (., 1, ring) the position each slot holds, < 0 if none
+                real = cache.valid.gather(1, kp.clamp(min=0).flatten(1).expand(cache.batch_size, -1))[:, None]
+                real = real & (kp >= 0)
+            elif sees_all:
+                masks[kind] = None
+                continue
+            else:
+                kp = torch.arange(end, device=dev)
+                real = cache.valid[:, None, :end]
+            own = (kp == q) if causal else (kp >= s) & (kp < s + n)
+            seen = keys_visible(q if causal else s, kp, real, own, self.config.sliding_window if kind == SLIDING
+                                else None)
+            masks[kind] = seen[:, None]
         return masks
 
-    def ring_mask(self, cache: KVCache, start, n: int, causal: bool) -> torch.Tensor:
-        """Which slots of a sliding layer's ring the n new tokens at positions [start, start + n) see, once their
-        keys are written: (B, 1, n, ring) for the encoder (causal, the window sliding with each query; a padding
-        query still sees itself), (B, 1, 1, ring) for a canvas (itself whole and the W-1 positions before it).
-        `start` is an int or a 0-d tensor (compiled passes)."""
-        W, dev = self.config.sliding_window, cache.device
-        kp = cache.ring_positions(start + n)  # (ring,) the position in each slot, < 0 if none
-        real = cache.valid.index_select(1, kp.clamp(min=0))  # (B, ring): committed real tokens, new ones as given
-        if causal:
-            q = start + torch.arange(n, device=dev)[:, None]  # (n, 1)
-            allowed = (kp <= q) & (kp >= q - (W - 1)) & (real[:, None] | (kp == q))  # (B, n, ring)
-        else:
-            allowed = ((kp >= start - (W - 1)) & (real | (kp >= start)))[:, None]  # (B, 1, ring)
-        return (allowed & (kp >= 0))[:, None]
+    def _pass(self, x: torch.Tensor, cache: KVCache, start, causal: bool, end: int | None = None) -> torch.Tensor:
+        """The layers over (B, n, H) inputs at positions start + [0, n): their keys and values are written there
+        (a sliding layer's slot is the position mod its ring), then each token attends to what `attention_masks`
+        lets it see among its layer's ring or positions [0, end). `causal`: the encoder; else the decoder (the
+        canvas sees itself whole; its sliding window is anchored at its start). `start`: an int (eager, `end`
+        defaults to start + n), a 0-d tensor or (B,) per-row starts (`end` defaults to the whole cache, so a
+        compiled graph has one shape for every position). Masked-out slots add work but no change beyond
+        rounding. Past `cache.length` the slots are scratch: the decoder's canvas keys live there for one pass."""
+        n = x.shape[1]
+        if end is None:
+            end = start + n if isinstance(start, int) else cache.max_length
+        dev = x.device
+        positions = torch.as_tensor(start, device=dev).reshape(-1, 1) + torch.arange(n, device=dev)  # (1 or B, n)
+        masks = self.attention_masks(cache, start, n, causal, end)
+        rows = torch.arange(cache.batch_size, device=dev)[:, None]
 
-    def _ring_slots(self, cache: KVCache, start, n: int) -> torch.Tensor:
-        return (start + torch.arange(n, device=cache.device)) % cache.ring
+        def kv_fn(layer, k, v):
+            sliding = self.config.is_sliding(layer)
+            keys, values = cache.keys[layer], cache.values[layer]
+            if isinstance(start, int) and not sliding:
+                keys[:, :, start:start + n], values[:, :, start:start + n] = k, v
+            else:
+                slots = positions % cache.ring if sliding else positions
+                if slots.shape[0] == 1:
+                    keys.index_copy_(2, slots[0], k)
+                    values.index_copy_(2, slots[0], v)
+                else:  # per-row positions
+                    keys[rows, :, slots], values[rows, :, slots] = k.transpose(1, 2), v.transpose(1, 2)
+            if not sliding:
+                keys, values = keys[:, :, :end], values[:, :, :end]
+            return keys, values, masks[self.config.layer_types[layer]]
+
+        return self.run_layers(x, positions, kv_fn, encoder=causal)
 
     # --- encoder: causal, appends to the cache ------------------------------------------------------------
     def encode(self, input_ids: torch.Tensor, cache: KVCache, attention_mask: torch.Tensor | None = None):
@@ -420,120 +445,43 @@ class DiffusionGemma(nn.Module):
             return torch.cat([self.encode(input_ids[:, i:i + chunk], cache,
                                           None if attention_mask is None else attention_mask[:, i:i + chunk])
                               for i in range(0, n, chunk)], dim=1)
-        start, positions = cache.append_slots(n, attention_mask)
-        masks = self.encoder_masks(start, n, cache.valid if cache.padded else None, cache=cache)
-        ring = self._ring_slots(cache, start, n)
+        start, _ = cache.append_slots(n, attention_mask)
+        return self._pass(self.embed(input_ids), cache, start, causal=True)
 
-        def kv_fn(layer, k, v):
-            return self._cache_kv(cache, layer, k, v, start, ring, masks[self.config.layer_types[layer]][1])
-
-        return self.run_layers(self.embed(input_ids), positions, kv_fn, encoder=True)
-
-    def _cache_kv(self, cache: KVCache, layer: int, k, v, start: int, ring: torch.Tensor, mask):
-        """Write n new keys/values at positions [start, start + n) and return what the layer attends to: its
-        ring on a sliding layer, positions [0, start + n) on a global one."""
-        if self.config.is_sliding(layer):
-            cache.keys[layer].index_copy_(2, ring, k)
-            cache.values[layer].index_copy_(2, ring, v)
-            return cache.keys[layer], cache.values[layer], mask
-        end = start + k.shape[2]
-        cache.keys[layer][:, :, start:end] = k
-        cache.values[layer][:, :, start:end] = v
-        return cache.keys[layer][:, :, :end], cache.values[layer][:, :, :end], mask
+    def encode_static(self, input_ids: torch.Tensor, cache: KVCache, start: torch.Tensor) -> torch.Tensor:
+        """`encode` of (B, n) tokens without padding in one shape for every `start` (committing canvases in a
+        compiled engine). The caller claims the slots first (`cache.append_slots`); returns the hidden states."""
+        return self._pass(self.embed(input_ids), cache, start, causal=True)
 
     # --- decoder: bidirectional over [cache ; canvas], cache unchanged ------------------------------------
     def denoise(self, canvas_ids: torch.Tensor, cache: KVCache, self_conditioning_logits: torch.Tensor | None = None,
                 self_conditioning_mask: torch.Tensor | None = None,
-                self_conditioning_embeds: torch.Tensor | None = None) -> torch.Tensor:
+                self_conditioning_embeds: torch.Tensor | None = None, logits: bool = True) -> torch.Tensor:
         """(B, L) canvas -> (B, L, V) float32 logits. The canvas sees every cached token on global layers and the
-        window-1 tokens before it on sliding layers (the window is anchored at the canvas start).
+        window-1 tokens before it on sliding layers (the window is anchored at the canvas start). `logits=False`:
+        the final-normed hidden states (B, L, H) instead, for a sampler that computes logits tile by tile.
 
         Self-conditioning comes from the previous step's logits, or, to spare the engine a second (B, L, V)
         tensor, from soft embeddings it already computed (`soft_embeddings` of those logits)."""
         self._check_ids(canvas_ids, cache, "canvas_ids")
         B, L = canvas_ids.shape
         cache.reserve(L, f"a canvas of {L} tokens")
-        start = cache.length
-        positions = cache.positions(start, L)
         soft = self_conditioning_embeds
         if self_conditioning_logits is not None:
             if self_conditioning_logits.shape != (B, L, self.config.vocab_size):
                 raise ValueError(f"self_conditioning_logits has shape {tuple(self_conditioning_logits.shape)}, "
                                  f"expected {(B, L, self.config.vocab_size)}")
             soft = self.soft_embeddings(self_conditioning_logits, self_conditioning_mask)
-        x = self.self_conditioning(self.embed(canvas_ids), soft)
-        masks = {}
-        for kind in self.kinds:
-            if kind == SLIDING:
-                masks[kind] = self.ring_mask(cache, start, L, causal=False)
-            elif cache.padded:
-                masks[kind] = torch.cat([cache.valid[:, :start], cache.valid.new_ones(B, L)], dim=1)[:, None, None]
-            else:
-                masks[kind] = None
-        ring = self._ring_slots(cache, start, L)
+        hidden = self.denoise_static(canvas_ids, cache, cache.length, soft)
+        return self.logits(hidden) if logits else hidden
 
-        def kv_fn(layer, k, v):  # canvas keys go to scratch slots past `length`, never committed
-            return self._cache_kv(cache, layer, k, v, start, ring, masks[self.config.layer_types[layer]])
-
-        return self.logits(self.run_layers(x, positions, kv_fn, encoder=False))
-
-    def denoise_static(self, canvas_ids: torch.Tensor, cache: KVCache, start: torch.Tensor,
-                       self_conditioning_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """`denoise` with one shape for every canvas, for torch.compile and CUDA graphs (gpt-fast style): the
-        canvas starts at slot `start` (a 0-d tensor, not a Python int a compiled graph would specialise on). The
-        caller checks the cache has room (`cache.reserve`)."""
+    def denoise_static(self, canvas_ids: torch.Tensor, cache: KVCache, start,
+                       self_conditioning_embeds: torch.Tensor | None = None, end: int | None = None) -> torch.Tensor:
+        """The decoder's final-normed hidden states (B, L, H) of a canvas at positions start + [0, L), without
+        checks: `start` a 0-d tensor gives one shape for every canvas, for torch.compile and CUDA graphs (gpt-fast
+        style); (B,) starts one per row. The caller checks the cache has room (`cache.reserve`)."""
         x = self.self_conditioning(self.embed(canvas_ids), self_conditioning_embeds)
-        return self.logits(self._static_pass(x, cache, start, causal=False))
-
-    def encode_static(self, input_ids: torch.Tensor, cache: KVCache, start: torch.Tensor) -> torch.Tensor:
-        """`encode` of (B, n) tokens without padding in one shape for every `start` (committing canvases in a
-        compiled engine). The caller claims the slots first (`cache.append_slots`); returns the hidden states."""
-        return self._static_pass(self.embed(input_ids), cache, start, causal=True)
-
-    def _static_pass(self, x: torch.Tensor, cache: KVCache, start: torch.Tensor, causal: bool) -> torch.Tensor:
-        """The layers over (B, n, H) inputs at positions [start, start + n), writing their keys and values there.
-        Global layers attend over the whole preallocated cache through a mask, rather than over a slice that
-        grows; sliding layers over their ring (the window and a canvas), so their cost does not grow with the
-        context. Masked-out slots add work but no change beyond rounding.
-        `causal`: the encoder (each new token sees the tokens before it); else the decoder (the canvas sees
-        itself whole, and its sliding window is anchored at the canvas start)."""
-        n = x.shape[1]
-        slots = start + torch.arange(n, device=x.device)  # (n,)
-        every = torch.arange(cache.max_length, device=x.device)
-        new = (every >= start) & (every < start + n)
-        visible = (cache.valid | new)[:, None, :]  # (B, 1, T): committed tokens + the new ones
-        if causal:
-            visible = visible & (every[None, :] <= slots[:, None])  # (B, n, T)
-        masks = {kind: visible[:, None] if kind != SLIDING else self.ring_mask(cache, start, n, causal)
-                 for kind in self.kinds}
-        ring = slots % cache.ring
-
-        def kv_fn(layer, k, v):
-            sliding = self.config.is_sliding(layer)
-            cache.keys[layer].index_copy_(2, ring if sliding else slots, k)
-            cache.values[layer].index_copy_(2, ring if sliding else slots, v)
-            return cache.keys[layer], cache.values[layer], masks[self.config.layer_types[layer]]
-
-        return self.run_layers(x, slots[None], kv_fn, encoder=causal)
-
-    def compiled_denoise(self):
-        """`torch.compile` of `denoise_static`, made once per model (CUDA graphs on GPU)."""
-        if self._compiled_denoise is None:
-            self._compiled_denoise = self._compile(self.denoise_static)
-        return self._compiled_denoise
-
-    def compiled_encode(self):
-        """`torch.compile` of `encode_static`, made once per model (CUDA graphs on GPU)."""
-        if self._compiled_encode is None:
-            self._compiled_encode = self._compile(self.encode_static)
-        return self._compiled_encode
-
-    def _compile(self, fn):
-        # CUDA: graphs replay the step with no launch overhead; CPU: a C++ wrapper calls the kernels
-        # without a Python line per kernel (0.3-0.5 ms of a tiny model's 2 ms step)
-        cuda = self.device.type == "cuda"
-        return torch.compile(fn, fullgraph=True, dynamic=False, mode="reduce-overhead" if cuda else None,
-                             options=None if cuda else {"cpp_wrapper": True})
+        return self._pass(x, cache, start, causal=False, end=end)
 
     # --- generation (the engine lives in dgemma.engine; these are the documented entry points) -------------
     def generate(self, input_ids, *, max_new_tokens: int | None = None, max_denoising_steps: int | None = None,

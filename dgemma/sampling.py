@@ -2,8 +2,9 @@
 
 Every denoising step samples a token at every canvas position; a sampler decides which of those samples are
 kept (accepted) for the next step, the rest being renoised with uniform tokens. The statistics are computed
-in row chunks, so sampling never holds more than one chunk of float32 (rows, V) temporaries besides the
-logits themselves (with V = 262,144 a full (256, V) float32 tensor is 268 MB per batch row).
+from the decoder's hidden states tile by tile: a tile's logits, their softmax, the sample, entropy and soft
+embedding, then the next tile. No (B, L, V) tensor exists: with V = 262,144 one canvas row of float32 logits
+would be 268 MB, a tile of a CPU step is 4 MiB.
 """
 
 from __future__ import annotations
@@ -12,12 +13,24 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from .config import DEFAULT_ENTROPY_BOUND
 
-CHUNK_BYTES = 64 * 2**20
+# float32 logits per tile: a CPU tile's transient (logits, probabilities, uniforms, entropy terms) is about six
+# times this. On a GPU memory is plentiful and re-reading the head per small tile is what costs.
+TILE_BYTES = {"cpu": 4 * 2**20, "cuda": 256 * 2**20}
 
 _FAST_MULTINOMIAL: bool | None = None  # CPU: does `_exponential_argmax` draw what multinomial does? checked once
+
+
+def tied_logits(hidden: torch.Tensor, weight: torch.Tensor, cap: float) -> torch.Tensor:
+    """The tied head, then `cap * tanh(logits / cap)` in float32 (in place: one (.., V) tensor)."""
+    return F.linear(hidden, weight).float().div_(cap).tanh_().mul_(cap)
+
+
+def tile_rows(V: int, device) -> int:
+    return max(1, TILE_BYTES.get(torch.device(device).type, TILE_BYTES["cpu"]) // (4 * V))
 
 
 def _exponential_argmax(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -25,8 +38,8 @@ def _exponential_argmax(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     row as argmax(p / q) with q ~ Exp(1) drawn serially as -log1p(-u) from the generator's float64 uniforms
     u, followed by a cast to p's dtype; drawing u with torch.rand in one call (`draw_uniforms`) and
     transforming it with vectorised ops consumes the same random stream and gives the same q, without the
-    serial log per element."""
-    q = torch.log1p(-u).neg().to(probs.dtype)
+    serial log per element. `u` is overwritten."""
+    q = u.neg_().log1p_().neg_().to(probs.dtype)
     return (probs / q).argmax(-1, keepdim=True)
 
 
@@ -51,29 +64,37 @@ def uniform_sampling(generator: torch.Generator) -> bool:
 
 
 def fits_one_draw(rows: int, V: int, generator: torch.Generator) -> bool:
-    """Whether a step's samples can come from one up-front draw of (rows, V) float64 uniforms within a chunk."""
-    return rows * V * 8 <= CHUNK_BYTES and uniform_sampling(generator)
+    """Whether a step's samples can come from one up-front draw of (rows, V) uniforms: one tile, on a CPU."""
+    return rows <= tile_rows(V, "cpu") and uniform_sampling(generator)
 
 
-def chunk_stats(chunk: torch.Tensor, u: torch.Tensor | None, generator: torch.Generator | None,
-                embed_weight: torch.Tensor | None, embed_scale: torch.Tensor | None):
-    """(n, V) processed logits -> a sample (n,), its log-probability (n,), the entropy (n,) and the soft
-    embeddings (n, H) or None. The sample is `torch.multinomial(softmax, 1, generator)`, computed from `u`,
-    the (n, V) uniforms that call would draw (`draw_uniforms`), when given. Pure tensor code: the compiled
-    engine runs it through torch.compile over a whole step."""
-    probs = torch.softmax(chunk, dim=-1, dtype=torch.float32)
+def tile_stats(hidden: torch.Tensor, temperature: torch.Tensor, u: torch.Tensor | None,
+               generator: torch.Generator | None, weight: torch.Tensor, scale: torch.Tensor, cap: float,
+               top_k: int | None = None, top_p: float | None = None):
+    """(n, H) final-normed hidden states of n canvas positions and their (n, 1) temperatures -> a sample (n,),
+    the argmax (n,), the sample's log-probability (n,), the entropy (n,) and the soft embeddings (n, H) of the
+    processed distribution (softcapped logits / temperature, top-k / top-p filtered). The sample is
+    `torch.multinomial(softmax, 1, generator)`, computed from `u`, the (n, V) uniforms that call would draw
+    (`draw_uniforms`, overwritten), when given. Pure tensor code: compiled per tile shape or over a whole step.
+    Matches the reference bit for bit: entropy as torch.distributions.Categorical computes it, soft embeddings as
+    softmax(logits cast to the embedding dtype) @ E * sqrt(H)."""
+    logits = tied_logits(hidden, weight, cap).div_(temperature)
+    if top_k is not None or top_p is not None:
+        filter_logits(logits, top_k, top_p)
+    probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
     pick = torch.multinomial(probs, 1, generator=generator) if u is None else _exponential_argmax(probs, u)
-    soft = None
-    if embed_weight is not None:
-        if chunk.dtype != embed_weight.dtype:
-            probs = torch.softmax(chunk.to(embed_weight.dtype), dim=-1, dtype=torch.float32)
-        soft = torch.matmul(probs.to(embed_weight.dtype), embed_weight) * embed_scale
+    if logits.dtype != weight.dtype:
+        probs = torch.softmax(logits.to(weight.dtype), dim=-1, dtype=torch.float32)
+    soft = torch.matmul(probs.to(weight.dtype), weight) * scale
     del probs
-    normalised = chunk - chunk.logsumexp(dim=-1, keepdim=True)
+    argmax = logits.argmax(-1)
+    normalised = logits - logits.logsumexp(dim=-1, keepdim=True)
+    del logits
     logp = normalised.gather(1, pick)[:, 0]
-    # Categorical.entropy: -(clamp(logits, min) * softmax(logits)).sum()
-    entropy = -(normalised.clamp(min=torch.finfo(torch.float32).min) * torch.softmax(normalised, -1)).sum(-1)
-    return pick[:, 0], logp, entropy, soft
+    # Categorical.entropy: -(clamp(logits, min) * softmax(logits)).sum(), in place
+    p = torch.softmax(normalised, -1)
+    entropy = normalised.clamp_(min=torch.finfo(torch.float32).min).mul_(p).sum(-1).neg_()
+    return pick[:, 0], argmax, logp, entropy, soft
 
 
 @dataclass
@@ -82,19 +103,8 @@ class StepStats:
     argmax: torch.Tensor  # (B, L)
     entropy: torch.Tensor  # (B, L) float32, entropy of the processed distribution
     logp_sampled: torch.Tensor  # (B, L) float32, log-probability of the sampled token
-    soft: torch.Tensor | None  # (B, L, H) self-conditioning soft embeddings for the next step
+    soft: torch.Tensor  # (B, L, H) self-conditioning soft embeddings for the next step
     fixed: torch.Tensor | None = None  # (B, L) clamped positions (kept whatever a sampler chooses), if any
-
-    def scatter_rows(self, index: torch.Tensor, batch: int) -> "StepStats":
-        """Stats of a sub-batch placed at rows `index` of a batch of `batch` rows (other rows zero)."""
-        def grow(t):
-            if t is None:
-                return None
-            full = t.new_zeros((batch, *t.shape[1:]))
-            full[index] = t
-            return full
-        return StepStats(grow(self.sampled), grow(self.argmax), grow(self.entropy), grow(self.logp_sampled),
-                         grow(self.soft))
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> None:
@@ -109,70 +119,66 @@ def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) 
         logits.scatter_(-1, order, sorted_logits.masked_fill(drop, -math.inf))
 
 
-def step_stats(processed: torch.Tensor, generator: torch.Generator, embed_weight: torch.Tensor | None,
-               embed_scale: torch.Tensor | None, batch_rows: list[bool] | None = None, top_k: int | None = None,
-               top_p: float | None = None) -> StepStats:
-    """Sample, argmax, entropy and (optionally) soft embeddings from (A, L, V) processed logits.
-
-    Matches the reference bit for bit: multinomial over softmax(float32) rows in order (chunking rows does not
-    change the random stream on CPU), entropy as torch.distributions.Categorical computes it, soft embeddings
-    as softmax(logits cast to the embedding dtype) @ E * sqrt(H).
-
-    `batch_rows` (one flag per batch row) lets the engine skip the decoder for rows that are done: `processed`
-    then holds only the True rows, and a False row still draws its L samples from a dummy distribution,
-    because on CPU multinomial consumes the random stream independently of the probabilities — so the rows
-    that are still running see exactly the random numbers they would see in the full batch."""
-    A, L, V = processed.shape
-    dev = processed.device
-    chunk_rows = max(1, CHUNK_BYTES // (V * 4))
-    sampled = torch.empty(A, L, dtype=torch.long, device=dev)
-    entropy = torch.empty(A, L, dtype=torch.float32, device=dev)
-    logp = torch.empty(A, L, dtype=torch.float32, device=dev)
-    soft = None if embed_weight is None else torch.empty(A, L, embed_weight.shape[1], dtype=embed_weight.dtype,
-                                                         device=dev)
-    presample = uniform_sampling(generator) and processed.is_contiguous()
+def sample_step(model, hidden: torch.Tensor, temperature: torch.Tensor, generators: list[torch.Generator],
+                active: list[bool] | None = None, top_k: int | None = None, top_p: float | None = None,
+                tile_fn=None) -> StepStats:
+    """The step's statistics (`tile_stats`) for every position of a batch, tile by tile, from the decoder's
+    hidden states (A, L, H) of its active rows. `temperature` (B,) and `generators` are per batch row (one
+    generator may serve several rows: its draws then run in row order, as the reference's do). `active` (one
+    flag per batch row) lets the engine skip the decoder for rows that are done: such a row still draws its
+    L * V uniforms, because on CPU multinomial consumes the random stream independently of the probabilities,
+    so the running rows see exactly the random numbers they would see in the full batch; its statistics are
+    zeros. `tile_fn`: a compiled `tile_stats` (no top-k / top-p)."""
+    A, L, H = hidden.shape
+    B, dev = len(generators), hidden.device
+    active = [True] * B if active is None else active
+    weight, scale, cap = model.embed_tokens.weight, model.embed_scale(), model.config.final_logit_softcapping
+    V = weight.shape[0]
+    t = tile_rows(V, dev)
+    presample = uniform_sampling(generators[0])
+    flat = hidden.reshape(A * L, H)
+    temps = temperature.float().reshape(B)[[b for b in range(B) if active[b]]].repeat_interleave(L)[:, None]
+    out = (torch.zeros(B * L, dtype=torch.long, device=dev), torch.zeros(B * L, dtype=torch.long, device=dev),
+           torch.zeros(B * L, device=dev), torch.zeros(B * L, device=dev),
+           torch.zeros(B * L, H, dtype=weight.dtype, device=dev))
+    fn = tile_fn if tile_fn is not None and presample and top_k is None and top_p is None else tile_stats
+    runs = []  # (generator, batch rows [b0, b1), active rows from a0): consecutive rows that draw as one
     a = 0
-    for active in batch_rows if batch_rows is not None else [True] * A:
-        if not active:
-            torch.multinomial(torch.ones(1, V, device=dev).expand(L, V), 1, generator=generator)
-            continue
-        for i in range(0, L, chunk_rows):
-            chunk = processed[a, i:i + chunk_rows]
-            if top_k is not None or top_p is not None:
-                filter_logits(chunk, top_k, top_p)  # in place, chunk by chunk: no full-size temporaries
-            u = draw_uniforms(chunk.shape, generator) if presample else None
-            rows = slice(i, i + chunk_rows)
-            sampled[a, rows], logp[a, rows], entropy[a, rows], s = chunk_stats(chunk, u, generator, embed_weight,
-                                                                               embed_scale)
-            if soft is not None:
-                soft[a, rows] = s
-        a += 1
-    return StepStats(sampled, processed.argmax(-1), entropy, logp, soft)
+    for b, g in enumerate(generators):
+        if runs and runs[-1][0] is g and runs[-1][2] == b and runs[-1][3] == active[b] and active[b]:
+            runs[-1][2] = b + 1
+        else:
+            runs.append([g, b, b + 1, active[b], a])
+        a += active[b]
+    for g, b0, b1, on, a0 in runs:
+        for i in range(0, (b1 - b0) * L, t):
+            n = min(t, (b1 - b0) * L - i)
+            if not on:  # the rows' draws, discarded
+                if presample:
+                    draw_uniforms((n, V), g)
+                else:
+                    torch.multinomial(torch.ones(1, V, device=dev).expand(n, V), 1, generator=g)
+                continue
+            src, dst = slice(a0 * L + i, a0 * L + i + n), slice(b0 * L + i, b0 * L + i + n)
+            u = draw_uniforms((n, V), g) if presample else None
+            for buf, val in zip(out, fn(flat[src], temps[src], u, None if presample else g, weight, scale, cap,
+                                        top_k, top_p)):
+                buf[dst] = val
+    sampled, argmax, logp, entropy, soft = out
+    return StepStats(sampled.view(B, L), argmax.view(B, L), entropy.view(B, L), logp.view(B, L),
+                     soft.view(B, L, H))
 
 
-_COMPILED_CHUNK_STATS = None
+_COMPILED_TILE_STATS = None
 
 
-def compiled_chunk_stats():
-    """`chunk_stats` through torch.compile, made once (one graph per shape and dtype)."""
-    global _COMPILED_CHUNK_STATS
-    if _COMPILED_CHUNK_STATS is None:
-        _COMPILED_CHUNK_STATS = torch.compile(chunk_stats, fullgraph=True, dynamic=False,
-                                              options={"cpp_wrapper": True})
-    return _COMPILED_CHUNK_STATS
-
-
-def whole_step_stats(processed: torch.Tensor, generator: torch.Generator, embed_weight: torch.Tensor | None,
-                     embed_scale: torch.Tensor | None, stats_fn) -> StepStats | None:
-    """`step_stats` for every row at once through `stats_fn` (a compiled `chunk_stats`), when the step's
-    uniforms fit in one chunk (small vocabularies); None when they do not, or the device draws differently."""
-    A, L, V = processed.shape
-    if not fits_one_draw(A * L, V, generator):
-        return None
-    u = draw_uniforms((A * L, V), generator)
-    sampled, logp, entropy, soft = stats_fn(processed.view(A * L, V), u, None, embed_weight, embed_scale)
-    return StepStats(sampled.view(A, L), processed.argmax(-1), entropy.view(A, L), logp.view(A, L),
-                     None if soft is None else soft.view(A, L, -1))
+def compiled_tile_stats():
+    """`tile_stats` through torch.compile, made once (one graph per tile shape and dtype)."""
+    global _COMPILED_TILE_STATS
+    if _COMPILED_TILE_STATS is None:
+        _COMPILED_TILE_STATS = torch.compile(tile_stats, fullgraph=True, dynamic=False,
+                                             options={"cpp_wrapper": True})
+    return _COMPILED_TILE_STATS
 
 
 class Sampler:

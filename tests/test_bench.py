@@ -131,13 +131,17 @@ def test_markdown_marks_the_cuda_section_not_run_and_includes_it_once_run(tmp_pa
 
 
 def test_fast_sampling_draws_exactly_what_multinomial_draws():
-    from dgemma.sampling import chunk_stats, draw_uniforms
+    """From the same generator, the precomputed-uniform sample equals multinomial's, and both leave the random
+    stream at the same point (an identity head makes the hidden states the logits)."""
+    from dgemma.sampling import draw_uniforms, tile_stats
     logits = torch.randn(300, 513) * 2
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    head = (torch.ones(300, 1), None, torch.eye(513), torch.tensor(1.0), 1e6)
     for _ in range(3):
-        fast = chunk_stats(logits, draw_uniforms(logits.shape, g1), None, None, None)
-        slow = chunk_stats(logits, None, g2, None, None)
-        assert all(torch.equal(a, b) for a, b in zip(fast[:3], slow[:3]))
+        t, _, w, scale, cap = head
+        fast = tile_stats(logits, t, draw_uniforms(logits.shape, g1), None, w, scale, cap)
+        slow = tile_stats(logits, t, None, g2, w, scale, cap)
+        assert all(torch.equal(a, b) for a, b in zip(fast[:4], slow[:4]))
     assert torch.equal(torch.randint(0, 9, (20,), generator=g1), torch.randint(0, 9, (20,), generator=g2))
 
 

@@ -8,7 +8,8 @@ import torch
 import dgemma
 from dgemma import DiffusionGemma
 from dgemma.engine import CanvasEvent, GenerateOutput, GenerationConfig, StepEvent, apply_stop_tokens
-from dgemma.sampling import ConfidenceSampler, EntropyBoundSampler, StepStats, TopKScheduleSampler, step_stats
+from dgemma.sampling import (ConfidenceSampler, EntropyBoundSampler, StepStats, TopKScheduleSampler, sample_step,
+                             tile_stats)
 
 from .reference import load_reference, make_reference
 
@@ -230,14 +231,51 @@ def test_topk_schedule_counts_only_free_positions():
     assert sampler.accept(stats, 1, 2).tolist() == [[False, True, False, True], [True] * 4]
 
 
-def test_step_stats_match_a_direct_computation():
-    logits = torch.randn(2, 5, 300) * 3
-    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
-    stats = step_stats(logits, g1, None, None)
-    probs = torch.softmax(logits, -1)
-    assert torch.equal(stats.sampled.view(-1, 1), torch.multinomial(probs.view(-1, 300), 1, generator=g2))
-    torch.testing.assert_close(stats.entropy, torch.distributions.Categorical(logits=logits).entropy())
-    assert torch.equal(stats.argmax, logits.argmax(-1))
+def test_sampler_tiles_compute_what_the_whole_logits_give(monkeypatch):
+    """`sample_step`, tile by tile from hidden states, against the reference's computation on the whole (B, L, V)
+    logits: multinomial draws in row order, Categorical's entropy, the argmax, the soft embeddings. Tiles of 3
+    positions (crossing batch rows) and one tile for everything give the same."""
+    model = DiffusionGemma.from_pretrained("tiny", seed=0)
+    V, H = model.config.vocab_size, model.config.hidden_size
+    hidden = torch.randn(2, 5, H, generator=torch.Generator().manual_seed(1))
+    temperature = torch.tensor([0.7, 1.3])
+    logits = model.logits(hidden) / temperature[:, None, None]
+    sampled = torch.multinomial(torch.softmax(logits, -1).view(-1, V), 1, generator=torch.Generator().manual_seed(0))
+    for tile_bytes in (3 * 4 * V, 2**30):
+        monkeypatch.setitem(dgemma.sampling.TILE_BYTES, "cpu", tile_bytes)
+        g = torch.Generator().manual_seed(0)
+        stats = sample_step(model, hidden, temperature, [g, g])
+        assert torch.equal(stats.sampled.view(-1, 1), sampled)
+        torch.testing.assert_close(stats.entropy, torch.distributions.Categorical(logits=logits).entropy())
+        assert torch.equal(stats.argmax, logits.argmax(-1))
+        torch.testing.assert_close(stats.soft, model.soft_embeddings(logits))
+
+
+def test_sampler_holds_no_tensor_beyond_a_tile_at_the_released_vocabulary():
+    """At V = 262,144 a canvas row of float32 logits is 32 MiB here (L = 32); the largest tensor the sampler
+    makes is one tile's float64 uniforms (twice a tile of float32 logits, 8 MiB)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from dgemma.config import get_preset
+    cfg = get_preset("tiny").replace(vocab_size=262_144, num_layers=1, layer_types=["sliding_attention"])
+    model = DiffusionGemma(cfg)
+    model.embed_tokens.weight.data.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    hidden = torch.randn(1, cfg.canvas_length, cfg.hidden_size)
+
+    class Largest(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            given = {a.untyped_storage().data_ptr() for a in torch.utils._pytree.tree_leaves((args, kwargs))
+                     if isinstance(a, torch.Tensor)}
+            for t in torch.utils._pytree.tree_leaves(out):  # new tensors, not views of the inputs (the weights)
+                if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in given:
+                    Largest.largest = max(Largest.largest, t.untyped_storage().nbytes())
+            return out
+    with Largest():
+        stats = sample_step(model, hidden, torch.ones(1), [torch.Generator().manual_seed(0)])
+    assert Largest.largest <= 2 * dgemma.sampling.TILE_BYTES["cpu"] < 4 * cfg.canvas_length * cfg.vocab_size
+    assert stats.sampled.shape == (1, cfg.canvas_length) and bool((stats.entropy > 0).all())
 
 
 def test_stream_events_agree_with_output(checkpoint):
@@ -331,10 +369,12 @@ def test_rows_done_denoising_leave_the_decoder_batch(checkpoint):
 
 
 def test_top_k_and_top_p_restrict_the_samples():
-    logits = torch.log(torch.tensor([[[0.5, 0.3, 0.15, 0.05]] * 200]))
+    """An identity head (and a softcap too wide to matter) makes the hidden states the logits."""
+    logp = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]] * 200))
     for top_k, top_p, allowed in [(2, None, {0, 1}), (None, 0.7, {0, 1}), (None, 0.85, {0, 1, 2}), (1, None, {0})]:
-        stats = step_stats(logits.clone(), torch.Generator().manual_seed(0), None, None, top_k=top_k, top_p=top_p)
-        assert set(stats.sampled.flatten().tolist()) == allowed
+        sampled = tile_stats(logp, torch.ones(200, 1), None, torch.Generator().manual_seed(0), torch.eye(4),
+                             torch.tensor(1.0), 1e6, top_k=top_k, top_p=top_p)[0]
+        assert set(sampled.tolist()) == allowed
 
 
 # The compiled-engine tests share one two-layer model per expert path and one kind of call (batch, prompt, canvases,
@@ -380,13 +420,12 @@ def test_compiled_engine_gives_the_same_tokens_with_one_graph_per_input_kind(com
     graphs = counters["stats"]["unique_graphs"]
     built, real_build = [], dgemma.step_graph.StepGraphs.build
     monkeypatch.setattr(dgemma.step_graph.StepGraphs, "build", lambda self, *a: built.append(a[0]) or real_build(self, *a))
-    real_whole_step = dgemma.engine.compiled_whole_step
+    real_one_graph = dgemma.engine.Engine.one_graph
     for seed, dense_flops, whole_step, padded in ((0, dense, True, True), (1, 0.0, True, True),
                                                   (2, dense, False, True), (3, dense, True, False)):
         model = compiled_models[dense_flops]
         monkeypatch.setattr(dgemma.model, "DENSE_EXPERT_FLOPS", dense_flops)
-        monkeypatch.setattr(dgemma.engine, "compiled_whole_step",
-                            real_whole_step if whole_step else lambda model: None)
+        monkeypatch.setattr(dgemma.engine.Engine, "one_graph", real_one_graph if whole_step else lambda *a: False)
         settings = dict(COMPILED_CALL, eos_token_id=[127], seed=seed,
                         attention_mask=mask if padded else None)  # unpadded: the prompt is prefilled in chunks too
         eager = model.generate(prompt, **settings)
@@ -492,7 +531,7 @@ def test_static_passes_match_the_growing_ones(checkpoint, prompt_length, room):
     canvas = torch.randint(0, 128, (2, model.config.canvas_length), generator=g)
     soft = torch.randn(2, model.config.canvas_length, model.config.hidden_size, generator=g, dtype=torch.float64)
     with torch.no_grad():
-        growing = model.denoise(canvas, cache, self_conditioning_embeds=soft)
+        growing = model.denoise(canvas, cache, self_conditioning_embeds=soft, logits=False)
         static = model.denoise_static(canvas, cache, torch.tensor(cache.length), soft)
     torch.testing.assert_close(static, growing, rtol=0, atol=1e-9)
 

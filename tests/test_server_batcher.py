@@ -24,9 +24,11 @@ def model():
     return m.eval()
 
 
-def run_all(model, jobs, lock_after, max_batch=8):
-    """jobs: [(prompt, SamplingParams, suffix)] submitted together; returns [(tokens, done info)]."""
-    eng = BatchEngine(model, max_batch=max_batch, max_queue=64, context_length=256, lock_after=lock_after).start()
+def run_all(model, jobs, lock_after, max_batch=8, engine=None, **kw):
+    """jobs: [(prompt, SamplingParams, suffix)] queued together before the loop starts; returns [(tokens, done
+    info)]. `kw`: more BatchEngine settings; `engine`: a list that receives the engine."""
+    eng = BatchEngine(model, max_batch=max_batch, max_queue=64, lock_after=lock_after,
+                      **{"context_length": 256, **kw})
     results = [None] * len(jobs)
     events = [threading.Event() for _ in jobs]
 
@@ -42,9 +44,12 @@ def run_all(model, jobs, lock_after, max_batch=8):
         return emit
     for i, (prompt, params, suffix) in enumerate(jobs):
         eng.submit(Request(prompt, params, emitter(i), suffix=suffix))
+    eng.start()
     for e in events:
-        assert e.wait(120)
+        assert e.wait(600)
     eng.shutdown()
+    if engine is not None:
+        engine.append(eng)
     return results
 
 
@@ -113,3 +118,26 @@ def test_queue_bound(model):
     eng2.submit(Request([2], SamplingParams(), lambda *a: None))
     with pytest.raises(QueueFullError):
         eng2.submit(Request([2], SamplingParams(), lambda *a: None))
+
+
+def test_compiled_batcher_gives_the_engines_tokens():
+    """`BatchEngine(compile=True)` runs two rows at different positions through the engine's one-graph step (one
+    graph, per-row starts) and commits through its compiled encoder pass: each request's tokens are those of
+    `model.generate` on its own, eager. Two layers keep compiling short."""
+    cfg = get_preset("tiny").replace(vocab_size=128, canvas_length=8, sliding_window=8, num_layers=2,
+                                     layer_types=["sliding_attention", "full_attention"])
+    model = DiffusionGemma(cfg).to(torch.float64)
+    model.init_weights(torch.Generator().manual_seed(1))
+    model.eval()
+    requests = [([2] + list(range(10, 10 + n)), SamplingParams(GenerationConfig(
+        max_new_tokens=16, max_denoising_steps=4, eos_token_id=STOP), seed=s), None) for n, s in ((5, 1), (11, 2))]
+    engine = []
+    results = run_all(model, requests, 0, max_batch=2, engine=engine, context_length=64, compile=True)
+    assert [k[1] for k in engine[0].engine.step_graphs.graphs] == [(2, 8)]  # one graph: the batch of two
+    for i, (prompt, params, _) in enumerate(requests):
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=16, max_denoising_steps=4, seed=params.seed,
+                             eos_token_id=STOP)
+        ref = [t for t in out.sequences[0, len(prompt):].tolist() if t != 0]
+        cut = next((j + 1 for j, t in enumerate(ref) if t in STOP), len(ref))
+        assert results[i][0] == ref[:cut], i
+        assert results[i][1]["decoder_passes"] == int(out.decoder_passes[0])

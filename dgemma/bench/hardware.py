@@ -10,6 +10,7 @@ import os
 import platform
 import statistics
 import threading
+import weakref
 import time
 from dataclasses import dataclass
 
@@ -87,6 +88,40 @@ class PeakMemory(contextlib.AbstractContextManager):
     @property
     def extra(self) -> int:
         return max(0, self.peak - self.start)
+
+
+class TensorPeak(torch.utils._python_dispatch.TorchDispatchMode):
+    """Peak bytes of the tensors made inside a block and alive at the same time (any device, exact, unlike a
+    resident-set sample): each new storage an op returns counts until the last tensor over it is freed."""
+
+    def __enter__(self):
+        self.live = self.peak = 0
+        self.refs: dict[int, list] = {}  # data pointer -> [bytes, tensors alive over it]
+        return super().__enter__()
+
+    def _release(self, ptr: int) -> None:
+        ref = self.refs[ptr]
+        ref[1] -= 1
+        if ref[1] == 0:
+            self.live -= ref[0]
+            del self.refs[ptr]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        given = {a.untyped_storage().data_ptr() for a in torch.utils._pytree.tree_leaves((args, kwargs))
+                 if isinstance(a, torch.Tensor)}
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr():
+                ptr = t.untyped_storage().data_ptr()
+                if ptr in given and ptr not in self.refs:  # a view of a tensor made before the block
+                    continue
+                if ptr not in self.refs:
+                    self.refs[ptr] = [t.untyped_storage().nbytes(), 0]
+                    self.live += self.refs[ptr][0]
+                    self.peak = max(self.peak, self.live)
+                self.refs[ptr][1] += 1
+                weakref.finalize(t, self._release, ptr)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def build_models(model_id: str, dtype: torch.dtype, device, seed: int = 0, with_
         ref.eval()
         with torch.no_grad():  # as dgemma's init: the pad embedding is zero
             ref.model.decoder.embed_tokens.weight[config.pad_token_id].zero_()
-    ours = build_model(config, dtype, dev)
+    ours = build_model(DiffusionGemma, config, dtype)
     for key, tensor in ref.state_dict().items():
         if key.startswith(("model.encoder.vision_tower.", "model.encoder.embed_vision.")):
             continue
@@ -247,27 +247,26 @@ def measure_step(model, batch: int, canvas: int, context: int, seed: int = 0, re
     """One denoising step (with self-conditioning) at a given batch, canvas length and cached context:
     decoder forward and sampling timed separately (no full generation: used by the scaling sweeps). `compile`:
     the compiled static-shape decoder (`Engine(compile=True)`), compiled by the untimed first call."""
-    from ..engine import Engine, GenerationConfig
-    from ..sampling import step_stats, EntropyBoundSampler
+    from ..engine import Engine
+    from ..sampling import EntropyBoundSampler
     dev, V = model.device, model.config.vocab_size
-    engine, cfg = Engine(model, compile=compile), GenerationConfig()
+    engine = Engine(model, compile=compile)
     cache = model.new_cache(batch, context + canvas)
     g = torch.Generator(device=dev).manual_seed(seed)
+    gens, temperature = [g] * batch, torch.ones(batch, device=dev)
     with torch.no_grad():
         model.encode(torch.randint(3, V, (batch, context), device=dev, generator=g), cache)
         cur = torch.randint(0, V, (batch, canvas), device=dev, generator=g)
-        logits = model.denoise(cur, cache)
-        st = step_stats(logits, g, model.embed_tokens.weight, model.embed_scale())
-        soft = st.soft
+        soft = engine.sample_stats(model.denoise(cur, cache, logits=False), temperature, gens).soft
         if compile:
             start = torch.tensor(cache.length, device=dev)
             forward = lambda: engine.static_denoise(cur, cache, start, soft)  # noqa: E731
         else:
-            forward = lambda: engine.denoise(cur, cache, self_conditioning_embeds=soft)  # noqa: E731
-        fwd, logits = timed(forward, dev, reps=reps)
+            forward = lambda: engine.denoise(cur, cache, self_conditioning_embeds=soft, logits=False)  # noqa: E731
+        fwd, hidden = timed(forward, dev, reps=reps)
         sampler = EntropyBoundSampler()
 
         def sample():
-            return sampler.accept(engine.sample_stats(logits, g, cfg), 1, 1)
+            return sampler.accept(engine.sample_stats(hidden, temperature, gens), 1, 1)
         smp, _ = timed(sample, dev, reps=reps)
     return {"forward_s": fwd, "sampling_s": smp, "step_s": fwd + smp}

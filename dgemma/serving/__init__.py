@@ -28,7 +28,7 @@ def run(args) -> int:
         raise ValueError("--max-batch must be >= 1 and --max-queue >= 0")
     state = ServerState(model, model_name=args.model_name, max_batch=args.max_batch, max_queue=args.max_queue,
                         context_length=args.context_length, lock_after=args.lock_after, api_key=args.api_key,
-                        dtype=args.dtype, startup_delay=args.startup_delay, device=args.device)
+                        dtype=args.dtype, startup_delay=args.startup_delay, device=args.device, compile=args.compile)
     uvicorn.run(create_app(state), host=args.host, port=args.port, log_level=args.log_level,
                 timeout_graceful_shutdown=2)
     return 0
@@ -57,6 +57,8 @@ def register(sub) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="weights dtype (default float32)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--compile", action="store_true", help="run the engine's compiled step (torch.compile; the first "
+                   "requests of each batch size pay for compiling)")
     p.add_argument("--log-level", default="warning", help="uvicorn log level: debug, info, warning, error (default warning)")
     p.add_argument("--startup-delay", type=float, default=0.0, help=argparse_suppress())
     p.set_defaults(func=run)

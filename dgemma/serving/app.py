@@ -29,11 +29,12 @@ log = logging.getLogger("dgemma.serving")
 class ServerState:
     def __init__(self, model_dir: str, model_name: str | None = None, max_batch: int = 8, max_queue: int = 64,
                  context_length: int | None = None, lock_after: int = 2, api_key: str | None = None,
-                 dtype: str = "float32", startup_delay: float = 0.0, device: str | None = None):
+                 dtype: str = "float32", startup_delay: float = 0.0, device: str | None = None,
+                 compile: bool = False):
         self.model_dir, self.api_key = model_dir, api_key
         self.model_name = model_name or Path(model_dir).name or str(model_dir)
         self.kw = dict(max_batch=max_batch, max_queue=max_queue, context_length=context_length,
-                       lock_after=lock_after)
+                       lock_after=lock_after, compile=compile)
         self.dtype, self.startup_delay, self.device = dtype, startup_delay, device
         self.status, self.load_error = "loading", None
         self.engine: BatchEngine | None = None

@@ -1,16 +1,17 @@
-"""Continuous batching at denoising-step granularity, on top of the model's building blocks.
+"""Continuous batching at denoising-step granularity: a scheduler over `Engine`'s step.
 
-One background thread owns the model. Each request ("row") holds a slot of a slot-based KV cache with its own
-length, its own canvas, step counter, self-conditioning input and `torch.Generator`. Every loop iteration:
+One background thread owns the model. Each request ("row") holds a slot (a batch row) of one `KVCache`, with
+its own length, canvas, step counter and `torch.Generator`. Every loop iteration:
 
-1. admit waiting requests into free slots and prefill them (one encoder pass each, batch 1, into their slot);
-2. run ONE decoder pass over the canvases of every running row (positions and attention masks built from
-   per-row lengths; each row's canvas keys go to scratch positions just past its committed tokens in its own
-   cache row, never committed, so attention reads the cache in place);
-3. per row: temperature, sampling, acceptance and renoising with the row's own generator, in exactly the order
-   `Engine.stream` draws them for a batch of one — so a request's tokens equal `model.generate(seed=s)` on its
-   own, up to float rounding of batched matmuls (exactly, with lock_after=0, whenever rounding agrees);
-4. rows whose canvas is done commit it (stop tokens applied), encode it into their slot and start the next
+1. admit waiting requests into free slots and prefill them (`Engine.prefill` into their slot of the cache);
+2. run ONE decoder pass (`model.denoise_static`, compiled with `compile=True`) over the canvases of the slots in
+   use, each at its own position (per-row starts: the one attention pass sees each row's own keys);
+3. per group of rows with the same settings: `Engine.sample` (the sampler's tiles, the renoising, `advance`) with
+   the rows' own temperatures and generators, drawn in the order `Engine.stream` draws them for a batch of
+   one, so a request's tokens equal `model.generate(seed=s)` on its own, up to float rounding of batched
+   matmuls (exactly, with lock_after=0, whenever rounding agrees). Compiled on CPU, when every row shares its
+   settings and the vocabulary is small, the whole step is one graph (`Engine.step_graph`);
+4. rows whose canvas is done commit it (stop tokens applied, `Engine.append` into their slot) and start the next
    canvas, or finish and free the slot at once.
 
 Early streaming ("locking"): with `lock_after = k > 0`, the leading canvas positions that the sampler kept this
@@ -32,10 +33,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..config import SLIDING
-from ..engine import GenerationConfig, advance, apply_stop_tokens, seeded_generator, temperature_at
+from ..cache import KVCache
+from ..engine import Engine, GenerationConfig, apply_stop_tokens, seeded_generator, temperature_at
 from ..model import DiffusionGemma
-from ..sampling import step_stats
+from ..step_graph import StepSettings
 
 log = logging.getLogger("dgemma.serving")
 
@@ -77,6 +78,7 @@ class Row:
         p = req.params
         self.req, self.slot = req, slot
         self.cfg = dataclasses.replace(p.gen, pad_token_id=model.config.pad_token_id)
+        self.settings = StepSettings.of(self.cfg)  # what the step reads: rows with equal settings share it
         self.gen = seeded_generator(p.seed, model.device)
         self.stop = torch.tensor(self.cfg.eos_token_id, dtype=torch.long, device=model.device)
         L = model.config.canvas_length
@@ -91,18 +93,19 @@ class Row:
 
 class BatchEngine:
     def __init__(self, model: DiffusionGemma, max_batch: int = 8, max_queue: int = 64,
-                 context_length: int | None = None, lock_after: int = 2):
+                 context_length: int | None = None, lock_after: int = 2, compile: bool = False):
+        """`compile`: the engine's compiled step (`Engine(compile=True)`); the decoder batch is then the slots
+        [0, 2^k) holding every running row, so that at most log2(max_batch) + 1 shapes are compiled."""
         self.model = model.eval()
         cfg = model.config
         self.L, self.V = cfg.canvas_length, cfg.vocab_size
         self.max_batch, self.max_queue = max_batch, max_queue
         self.context_length = context_length or min(cfg.max_position_embeddings, 8192)
-        self.lock_after = lock_after
-        T = self.context_length + self.L  # room for the committed tokens of a full context
-        dev, dt = model.device, model.dtype
-        self.keys = [torch.zeros(max_batch, cfg.layer_kv_heads(i), T, cfg.layer_head_dim(i), dtype=dt, device=dev)
-                     for i in range(cfg.num_layers)]
-        self.values = [torch.zeros_like(k) for k in self.keys]
+        self.lock_after, self.compile = lock_after, compile
+        self.engine = Engine(model, compile=compile)
+        # room for a full context's committed tokens and the canvas after them, within the model's maximum
+        self.cache = model.new_cache(max_batch, min(self.context_length + self.L, cfg.max_position_embeddings))
+        self.spare = seeded_generator(0, model.device)  # draws for the idle slots of a one-graph step
         self.free = list(range(max_batch - 1, -1, -1))
         self.rows: list[Row] = []
         self.inbox: queue.Queue = queue.Queue()
@@ -137,7 +140,8 @@ class BatchEngine:
         return self.thread.is_alive() and self.error is None
 
     def submit(self, req: Request) -> None:
-        if not self.alive:
+        """Queue a request (before `start` too: those queued then are admitted together)."""
+        if self.error is not None or (self.thread.ident is not None and not self.thread.is_alive()):
             raise EngineDeadError("the engine loop is not running")
         with self.lock:
             if self.pending >= self.max_queue:
@@ -210,6 +214,7 @@ class BatchEngine:
     def _start(self, req: Request, slot: int):
         row = Row(req, slot, self.model)
         self.m["prompt_tokens"] += len(req.prompt)
+        self.cache.valid[slot] = False  # the slot's earlier keys are gone
         try:
             self._encode(row, torch.tensor(req.prompt, dtype=torch.long, device=self.model.device))
             self._new_canvas(row)
@@ -231,98 +236,125 @@ class BatchEngine:
             row.fixed = torch.zeros(1, L, dtype=torch.bool, device=dev)
             row.fixed[0, g:g + len(part)] = True
         row.argmax = row.current
-        row.soft = None
+        row.soft = torch.zeros(1, L, self.model.config.hidden_size, dtype=self.model.dtype, device=dev)
         row.history = torch.full((max(row.cfg.stability_threshold, 1), 1, L), -1, dtype=torch.long, device=dev)
         row.step = row.cfg.max_denoising_steps
         row.locked = 0  # leading positions locked (emitted)
         row.same = torch.zeros(1, L, dtype=torch.long, device=dev)
 
-    # --- encoder into a slot ---------------------------------------------------------------------------------
+    def _slot_cache(self, lo: int, hi: int, length: int = 0) -> KVCache:
+        """Slots [lo, hi) of the cache, in place (views), with `length` committed tokens."""
+        c = self.cache
+        return KVCache.over(c.config, [k[lo:hi] for k in c.keys], [v[lo:hi] for v in c.values], c.valid[lo:hi], length)
+
     def _encode(self, row: Row, ids: torch.Tensor):
-        model, cfg = self.model, self.model.config
-        n = ids.numel()
-        start, end = row.length, row.length + n
-        if end > self.keys[0].shape[2]:
+        """Append a prompt or a committed canvas to the row's slot (one encoder pass, the engine's)."""
+        end = row.length + ids.numel()
+        if end + self.L > self.cache.max_length:
             raise ValueError(f"sequence of {end} tokens exceeds the context length {self.context_length}")
-        s = row.slot
-        masks = model.encoder_masks(start, n)
-
-        def kv_fn(layer, k, v):
-            self.keys[layer][s:s + 1, :, start:end] = k
-            self.values[layer][s:s + 1, :, start:end] = v
-            lo, mask = masks[cfg.layer_types[layer]]
-            return self.keys[layer][s:s + 1, :, lo:end], self.values[layer][s:s + 1, :, lo:end], mask
-
-        positions = torch.arange(start, end, device=model.device)[None]
-        model.run_layers(model.embed(ids[None]), positions, kv_fn, encoder=True)
+        cache = self._slot_cache(row.slot, row.slot + 1, row.length)
+        if row.length == 0:
+            self.engine.prefill(ids[None], cache)
+        else:
+            self.engine.append(ids[None], cache)
         row.length = end
 
     # --- one decoder step over every running row -------------------------------------------------------------
     def _step(self):
         t0 = time.perf_counter()
-        model, cfg = self.model, self.model.config
-        rows = sorted((r for r in self.rows if not r.req.cancelled), key=lambda r: r.slot)
         for r in list(self.rows):
             if r.req.cancelled:
                 self._retire(r, cancelled=True)
+        rows = sorted(self.rows, key=lambda r: r.slot)
         if not rows:
             return
-        L, dev = self.L, model.device
-        R = len(rows)
-        slots = torch.tensor([r.slot for r in rows], device=dev)
-        lengths = torch.tensor([r.length for r in rows], device=dev)
-        tmax = int(lengths.max())
-        canvas = torch.cat([r.current for r in rows])
-        positions = lengths[:, None] + torch.arange(L, device=dev)[None]
-        embeds = model.embed(canvas)
-        if all(r.soft is None for r in rows):
-            x = model.self_conditioning(embeds, None)
+        model, L, dev = self.model, self.L, self.model.device
+        # the decoder batch: slots [0, hi) (idle ones compute nothing anyone reads); compiled, hi is a power of 2
+        hi = rows[-1].slot + 1
+        if self.compile:
+            hi = min(self.max_batch, 1 << (hi - 1).bit_length())
+        at = {r.slot: r for r in rows}
+        start = torch.tensor([at[s].length if s in at else 0 for s in range(hi)], device=dev)
+        cache = self._slot_cache(0, hi)
+        temps = {r.slot: temperature_at(r.cfg, r.step).to(dev) for r in rows}
+        groups: dict = {}  # rows that can share `advance`: the same settings (and step, for a step-aware sampler)
+        for r in rows:
+            c = r.cfg
+            groups.setdefault((r.settings.key, c.top_k, c.top_p, r.step if c.sampler.uses_step else 0),
+                              []).append(r)
+        if len(groups) == 1 and self.engine.one_graph(rows[0].cfg, hi, rows[0].gen):
+            results = self._one_graph(rows, cache, start, temps)
         else:
-            soft = torch.cat([r.soft if r.soft is not None else embeds.new_zeros(1, L, embeds.shape[-1])
-                              for r in rows])
-            x = model.self_conditioning(embeds, soft)  # a zero soft input gives exactly the zero signal
-        # Canvas keys go to each row's scratch slots [length, length + L) of its own cache row (never committed;
-        # the encoder overwrites them when the canvas is committed), so attention reads the cache in place.
-        span = tmax + L
-        j = torch.arange(span, device=dev)[None]
-        own_canvas = (j >= lengths[:, None]) & (j < lengths[:, None] + L)
-        masks = {}
-        for kind in model.kinds:
-            ok = j < lengths[:, None]
-            if kind == SLIDING:
-                ok = ok & (j >= cfg.window_floor(lengths[:, None]))
-            masks[kind] = (ok | own_canvas)[:, None, None, :]
-        s0 = int(slots[0])
-        contiguous = int(slots[-1]) - s0 == R - 1  # rows are sorted by slot
-        slot_idx = slots[:, None].expand(R, L)
-
-        def kv_fn(layer, k, v):
-            keys, values = self.keys[layer], self.values[layer]
-            keys.permute(0, 2, 1, 3)[slot_idx, positions] = k.permute(0, 2, 1, 3)
-            values.permute(0, 2, 1, 3)[slot_idx, positions] = v.permute(0, 2, 1, 3)
-            if contiguous:
-                return keys[s0:s0 + R, :, :span], values[s0:s0 + R, :, :span], masks[cfg.layer_types[layer]]
-            return keys[slots, :, :span], values[slots, :, :span], masks[cfg.layer_types[layer]]
-
-        logits = model.logits(model.run_layers(x, positions, kv_fn, encoder=False))
-        emb_w, emb_scale = model.embed_tokens.weight, model.embed_scale()
+            idle = (torch.zeros(1, L, dtype=torch.long, device=dev),
+                    torch.zeros(1, L, model.config.hidden_size, dtype=model.dtype, device=dev))
+            current = torch.cat([at[s].current if s in at else idle[0] for s in range(hi)])
+            soft = torch.cat([at[s].soft if s in at else idle[1] for s in range(hi)])
+            if self.engine.static_denoise is not None:
+                hidden = self.engine.static_denoise(current, cache, start, soft)
+            else:
+                hidden = model.denoise_static(current, cache, start, soft, end=int(start.max()) + L)
+            results = {}
+            for group in groups.values():
+                results.update(self._sample(group, hidden, temps))
         self.m["steps"] += 1
-        self.m["row_steps"] += R
-        self.m["decoder_passes"] += R
-        for i, row in enumerate(rows):
-            self._row_step(row, logits[i:i + 1], emb_w, emb_scale)
+        self.m["row_steps"] += len(rows)
+        self.m["decoder_passes"] += len(rows)
+        for r in rows:
+            self._row_step(r, *results[r.slot])
         self.step_hist.observe(time.perf_counter() - t0)
 
-    def _row_step(self, row: Row, logits: torch.Tensor, emb_w, emb_scale):
-        """The engine's step for one row (same draws, same `advance`), then the locking of leading positions."""
-        rc, L, dev = row.cfg, self.L, row.current.device
+    def _batch_state(self, group: list[Row | None]):
+        """The rows' denoising state as a batch for `Engine.sample` / `Engine.step_graph`: current, soft,
+        argmax, history, finished, passes, done, fixed (rows finish on their own, so nothing is held). None: an
+        idle slot (its results are never read)."""
+        dev, L = self.model.device, self.L
+        live = [r for r in group if r is not None]
+        idle = (torch.zeros(1, L, dtype=torch.long, device=dev),
+                torch.zeros(1, L, self.model.config.hidden_size, dtype=self.model.dtype, device=dev),
+                torch.full_like(live[0].history, -1), torch.zeros(1, L, dtype=torch.bool, device=dev))
+        no = torch.zeros(len(group), dtype=torch.bool, device=dev)
+        fixed = None
+        if any(r is None or r.fixed is not None for r in group):
+            fixed = torch.cat([idle[3] if r is None or r.fixed is None else r.fixed for r in group])
+        return (torch.cat([idle[0] if r is None else r.current for r in group]),
+                torch.cat([idle[1] if r is None else r.soft for r in group]),
+                torch.cat([idle[0] if r is None else r.argmax for r in group]),
+                torch.cat([idle[2] if r is None else r.history for r in group], dim=1), no, no.long(), no, fixed)
+
+    @staticmethod
+    def _by_row(group: list[Row | None], out) -> dict:
+        """`advance`'s batched results, row by row: {slot: (accept, current, argmax, soft, history, finished,
+        passes)}, each with a batch of one."""
+        accept, current, argmax, soft, history, finished, passes = out
+        return {r.slot: (accept[i:i + 1], current[i:i + 1], argmax[i:i + 1], soft[i:i + 1], history[:, i:i + 1],
+                         finished[i:i + 1], passes[i:i + 1]) for i, r in enumerate(group) if r is not None}
+
+    def _sample(self, group: list[Row], hidden: torch.Tensor, temps: dict) -> dict:
+        slots = torch.tensor([r.slot for r in group], device=hidden.device)
+        temperature = torch.stack([temps[r.slot] for r in group])
+        out = self.engine.sample(group[0].cfg, group[0].step, hidden.index_select(0, slots), temperature,
+                                 [r.gen for r in group], *self._batch_state(group))
+        return self._by_row(group, out)
+
+    def _one_graph(self, rows: list[Row], cache, start, temps) -> dict:
+        """Every running row has the same settings: the engine's one-graph step over slots [0, hi), idle ones
+        drawing from a spare generator."""
+        at = {r.slot: r for r in rows}
+        group = [at.get(s) for s in range(cache.batch_size)]
+        current, soft, argmax, history, finished, passes, done, fixed = self._batch_state(group)
+        one = temps[rows[0].slot]
+        temperature = torch.stack([temps[r.slot] if r is not None else one for r in group])
+        out = self.engine.step_graph(rows[0].settings, temperature,
+                                     [r.gen if r is not None else self.spare for r in group], cache, start, current,
+                                     soft, argmax, history, finished, passes, done,
+                                     torch.zeros_like(current, dtype=torch.bool) if fixed is None else fixed)
+        return self._by_row(group, out)
+
+    def _row_step(self, row: Row, accept, new_current, new_argmax, soft, history, finished, passes):
+        """A row's results of the engine's step, then the locking of leading positions."""
+        L, dev = self.L, row.current.device
         row.passes += 1
-        logits.div_(temperature_at(rc, row.step))
-        stats = step_stats(logits, row.gen, emb_w, emb_scale, None, rc.top_k, rc.top_p)
-        noise = torch.randint(0, self.V, (1, L), device=dev, generator=row.gen)
-        no = torch.zeros(1, dtype=torch.bool, device=dev)
-        accept, new_current, new_argmax, soft, row.history, finished, _ = advance(
-            rc, row.step, stats, row.current, row.argmax, row.soft, row.history, no, no.long(), no, noise, row.fixed)
+        row.history = history
         done = bool(finished)
         if self.lock_after > 0 and not done and row.step > 1:
             # lockable: kept this step (clamped positions always are), or argmax unchanged for lock_after steps

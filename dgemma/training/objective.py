@@ -12,6 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..config import SLIDING
+from ..model import keys_visible
+
 
 def corrupt(canvas: torch.Tensor, t: torch.Tensor, vocab_size: int, generator=None) -> torch.Tensor:
     """Replace each token by a uniform random vocab token with probability t (t broadcast over the last dim)."""
@@ -39,18 +42,15 @@ def decoder_masks(model, P: int, L: int, canvas_idx: torch.Tensor, T: int, valid
     B, K = canvas_idx.shape
     device = canvas_idx.device
     start = P + canvas_idx * L  # (B, K)
-    qstart = start.repeat_interleave(L, dim=1)[:, :, None]  # (B, K*L, 1)
+    qstart = start.repeat_interleave(L, dim=1)[:, :, None]  # (B, K*L, 1) each query's canvas start
     slots = torch.arange(T, device=device)[None, None, :]
     qblock = torch.arange(K * L, device=device) // L
     own = (qblock[:, None] == qblock[None, :])[None].expand(B, -1, -1)
+    real = torch.ones((), dtype=torch.bool, device=device) if valid is None else valid[:, None, :]
     out = {}
-    for kind in model.kinds:
-        layer = model.config.layer_types.index(kind)
-        clean = slots < qstart
-        if model.config.is_sliding(layer):
-            clean = clean & (slots >= model.config.window_floor(qstart))
-        if valid is not None:
-            clean = clean & valid[:, None, :]
+    for kind in model.kinds:  # the clean keys as `model.attention_masks` has a canvas see them; then its own
+        window = model.config.sliding_window if kind == SLIDING else None
+        clean = keys_visible(qstart, slots, real, torch.zeros((), dtype=torch.bool, device=device), window)
         out[kind] = torch.cat([clean, own], dim=2)[:, None]
     return out
 
@@ -58,7 +58,11 @@ def decoder_masks(model, P: int, L: int, canvas_idx: torch.Tensor, T: int, valid
 def encoder_forward(model, ids: torch.Tensor, checkpoint: bool = False, valid: torch.Tensor | None = None):
     """Causal pass over the clean sequence; returns (hidden, {layer: (k, v)})."""
     B, T = ids.shape
-    masks = {kind: mask for kind, (_, mask) in model.encoder_masks(0, T, valid).items()}
+    pos = torch.arange(T, device=ids.device)
+    real = torch.ones(1, 1, T, dtype=torch.bool, device=ids.device) if valid is None else valid[:, None, :]
+    masks = {kind: keys_visible(pos[:, None], pos, real, pos[:, None] == pos,
+                                model.config.sliding_window if kind == SLIDING else None)[:, None]
+             for kind in model.kinds}  # causal: each token sees the real ones before it (a padding one, itself)
     store: dict = {}
 
     def kv_fn(layer, k, v):  # idempotent under checkpoint recompute: the same slot is overwritten
@@ -74,7 +78,6 @@ def decoder_forward(model, noised: torch.Tensor, canvas_idx: torch.Tensor, P: in
                     soft: torch.Tensor | None = None, checkpoint: bool = False, detach: bool = False,
                     valid: torch.Tensor | None = None):
     """noised (B, K*L) canvases at canvas_idx (B, K); returns (B, K*L, V) float32 logits."""
-    B = noised.shape[0]
     L = model.config.canvas_length
     masks = decoder_masks(model, P, L, canvas_idx, T, valid)
     positions = canvas_slots(P, L, canvas_idx)  # a canvas token's position is its slot in the sequence
