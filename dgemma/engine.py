@@ -388,7 +388,7 @@ class Engine:
                 current, fixed = canvas, clamp
             argmax, soft = current, zero_soft
             finished = finished_seq.clone() if cfg.skip_finished_rows else torch.zeros_like(finished_seq)
-            rows, sub_cache = None, cache  # the decoder runs on `rows` only, once some are done
+            rows, sub_cache, plan = None, cache, None  # the decoder runs on `rows` only, once some are done
             active = (~finished).tolist()
             history = torch.full((max(cfg.stability_threshold, 1), B, L), -1, dtype=torch.long, device=dev)
             steps = 0
@@ -408,12 +408,15 @@ class Engine:
                     else:
                         if B > 1 and not all(active) and (rows is None or len(rows) != sum(active)):
                             rows = torch.tensor([i for i, a in enumerate(active) if a], device=dev)
-                            sub_cache = cache.select(rows)
+                            sub_cache, plan = cache.select(rows), None
+                        if plan is None:  # positions, RoPE tables and masks: once per canvas (and batch)
+                            plan = model.plan(sub_cache, cache.length, L, causal=False)
                         if rows is None:
-                            hidden = self.denoise(current, cache, self_conditioning_embeds=soft, logits=False)
+                            hidden = self.denoise(current, cache, self_conditioning_embeds=soft, logits=False,
+                                                  plan=plan)
                         else:
-                            hidden = self.denoise(current[rows], sub_cache, logits=False,
-                                                   self_conditioning_embeds=None if soft is None else soft[rows])
+                            hidden = self.denoise(current[rows], sub_cache, logits=False, plan=plan,
+                                                  self_conditioning_embeds=None if soft is None else soft[rows])
                     accept, current, argmax, soft, history, finished, passes = self.sample(
                         cfg, step, hidden, temperature, gens, current, soft, argmax, history, finished, passes,
                         finished_seq, fixed, None if rows is None else active)

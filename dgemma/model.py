@@ -11,6 +11,7 @@ computes in float32 (norms, RoPE tables, router softmax, logits), so that float6
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,17 @@ from .sampling import tied_logits
 
 # kv_fn(layer, k, v) -> (keys, values, mask): how a layer's new keys/values meet the ones it attends to.
 KVFn = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
+
+
+@dataclass
+class PassPlan:
+    """A pass's positions, RoPE tables and masks (`DiffusionGemma.plan`)."""
+    start: int | torch.Tensor
+    n: int
+    end: int
+    positions: torch.Tensor  # (1 or B, n)
+    tables: dict  # layer kind -> (cos, sin)
+    masks: dict  # layer kind -> mask or None
 
 
 def keys_visible(anchor, keys, real, own, window: int | None) -> torch.Tensor:
@@ -351,10 +363,15 @@ class DiffusionGemma(nn.Module):
             soft = soft * mask.to(soft.dtype)[:, None, None]
         return soft
 
+    def rope(self, positions: torch.Tensor) -> dict:
+        """Per layer kind, the RoPE tables (cos, sin) of (B, n) positions."""
+        return {kind: rope_tables(positions, getattr(self, f"inv_freq_{kind}"), self.dtype) for kind in self.kinds}
+
     def run_layers(self, x: torch.Tensor, positions: torch.Tensor, kv_fn: KVFn, encoder: bool,
-                   checkpoint: bool = False) -> torch.Tensor:
-        """The weight stack over (B, n, H) inputs at (B, n) positions; returns final-normed hidden states."""
-        tables = {kind: rope_tables(positions, getattr(self, f"inv_freq_{kind}"), x.dtype) for kind in self.kinds}
+                   checkpoint: bool = False, tables: dict | None = None) -> torch.Tensor:
+        """The weight stack over (B, n, H) inputs at (B, n) positions; returns final-normed hidden states.
+        `tables`: the positions' `rope`, when already made."""
+        tables = tables or self.rope(positions)
         for layer in self.layers:
             cos, sin = tables[self.config.layer_types[layer.index]]
             if checkpoint and torch.is_grad_enabled():
@@ -392,7 +409,19 @@ class DiffusionGemma(nn.Module):
             masks[kind] = seen[:, None]
         return masks
 
-    def _pass(self, x: torch.Tensor, cache: KVCache, start, causal: bool, end: int | None = None) -> torch.Tensor:
+    def plan(self, cache: KVCache, start, n: int, causal: bool, end: int | None = None) -> "PassPlan":
+        """What a pass over n new tokens at positions start + [0, n) needs besides its inputs: the positions, their
+        RoPE tables and the masks. The same for every denoising step of a canvas, so the engine makes it once
+        per canvas. `start` and `end` as in `_pass`."""
+        if end is None:
+            end = start + n if isinstance(start, int) else cache.max_length
+        dev = cache.device
+        positions = torch.as_tensor(start, device=dev).reshape(-1, 1) + torch.arange(n, device=dev)  # (1 or B, n)
+        return PassPlan(start, n, end, positions, self.rope(positions),
+                        self.attention_masks(cache, start, n, causal, end))
+
+    def _pass(self, x: torch.Tensor, cache: KVCache, start, causal: bool, end: int | None = None,
+              plan: "PassPlan | None" = None) -> torch.Tensor:
         """The layers over (B, n, H) inputs at positions start + [0, n): their keys and values are written there
         (a sliding layer's slot is the position mod its ring), then each token attends to what `attention_masks`
         lets it see among its layer's ring or positions [0, end). `causal`: the encoder; else the decoder (the
@@ -400,13 +429,9 @@ class DiffusionGemma(nn.Module):
         defaults to start + n), a 0-d tensor or (B,) per-row starts (`end` defaults to the whole cache, so a
         compiled graph has one shape for every position). Masked-out slots add work but no change beyond
         rounding. Past `cache.length` the slots are scratch: the decoder's canvas keys live there for one pass."""
-        n = x.shape[1]
-        if end is None:
-            end = start + n if isinstance(start, int) else cache.max_length
-        dev = x.device
-        positions = torch.as_tensor(start, device=dev).reshape(-1, 1) + torch.arange(n, device=dev)  # (1 or B, n)
-        masks = self.attention_masks(cache, start, n, causal, end)
-        rows = torch.arange(cache.batch_size, device=dev)[:, None]
+        plan = plan or self.plan(cache, start, x.shape[1], causal, end)
+        n, end, positions, masks = plan.n, plan.end, plan.positions, plan.masks
+        rows = torch.arange(cache.batch_size, device=x.device)[:, None]
 
         def kv_fn(layer, k, v):
             sliding = self.config.is_sliding(layer)
@@ -424,7 +449,7 @@ class DiffusionGemma(nn.Module):
                 keys, values = keys[:, :, :end], values[:, :, :end]
             return keys, values, masks[self.config.layer_types[layer]]
 
-        return self.run_layers(x, positions, kv_fn, encoder=causal)
+        return self.run_layers(x, positions, kv_fn, encoder=causal, tables=plan.tables)
 
     # --- encoder: causal, appends to the cache ------------------------------------------------------------
     def encode(self, input_ids: torch.Tensor, cache: KVCache, attention_mask: torch.Tensor | None = None):
@@ -456,10 +481,12 @@ class DiffusionGemma(nn.Module):
     # --- decoder: bidirectional over [cache ; canvas], cache unchanged ------------------------------------
     def denoise(self, canvas_ids: torch.Tensor, cache: KVCache, self_conditioning_logits: torch.Tensor | None = None,
                 self_conditioning_mask: torch.Tensor | None = None,
-                self_conditioning_embeds: torch.Tensor | None = None, logits: bool = True) -> torch.Tensor:
+                self_conditioning_embeds: torch.Tensor | None = None, logits: bool = True,
+                plan: "PassPlan | None" = None) -> torch.Tensor:
         """(B, L) canvas -> (B, L, V) float32 logits. The canvas sees every cached token on global layers and the
         window-1 tokens before it on sliding layers (the window is anchored at the canvas start). `logits=False`:
         the final-normed hidden states (B, L, H) instead, for a sampler that computes logits tile by tile.
+        `plan`: this canvas's `plan(cache, cache.length, L, causal=False)`, made once for all its steps.
 
         Self-conditioning comes from the previous step's logits, or, to spare the engine a second (B, L, V)
         tensor, from soft embeddings it already computed (`soft_embeddings` of those logits)."""
@@ -472,16 +499,17 @@ class DiffusionGemma(nn.Module):
                 raise ValueError(f"self_conditioning_logits has shape {tuple(self_conditioning_logits.shape)}, "
                                  f"expected {(B, L, self.config.vocab_size)}")
             soft = self.soft_embeddings(self_conditioning_logits, self_conditioning_mask)
-        hidden = self.denoise_static(canvas_ids, cache, cache.length, soft)
+        hidden = self.denoise_static(canvas_ids, cache, cache.length, soft, plan=plan)
         return self.logits(hidden) if logits else hidden
 
     def denoise_static(self, canvas_ids: torch.Tensor, cache: KVCache, start,
-                       self_conditioning_embeds: torch.Tensor | None = None, end: int | None = None) -> torch.Tensor:
+                       self_conditioning_embeds: torch.Tensor | None = None, end: int | None = None,
+                       plan: "PassPlan | None" = None) -> torch.Tensor:
         """The decoder's final-normed hidden states (B, L, H) of a canvas at positions start + [0, L), without
         checks: `start` a 0-d tensor gives one shape for every canvas, for torch.compile and CUDA graphs (gpt-fast
         style); (B,) starts one per row. The caller checks the cache has room (`cache.reserve`)."""
         x = self.self_conditioning(self.embed(canvas_ids), self_conditioning_embeds)
-        return self._pass(x, cache, start, causal=False, end=end)
+        return self._pass(x, cache, start, causal=False, end=end, plan=plan)
 
     # --- generation (the engine lives in dgemma.engine; these are the documented entry points) -------------
     def generate(self, input_ids, *, max_new_tokens: int | None = None, max_denoising_steps: int | None = None,

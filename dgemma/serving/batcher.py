@@ -283,7 +283,7 @@ class BatchEngine:
             groups.setdefault((r.settings.key, c.top_k, c.top_p, r.step if c.sampler.uses_step else 0),
                               []).append(r)
         if len(groups) == 1 and self.engine.one_graph(rows[0].cfg, hi, rows[0].gen):
-            results = self._one_graph(rows, cache, start, temps)
+            results = self._advance([at.get(s) for s in range(hi)], temps, cache=cache, start=start)
         else:
             idle = (torch.zeros(1, L, dtype=torch.long, device=dev),
                     torch.zeros(1, L, model.config.hidden_size, dtype=model.dtype, device=dev))
@@ -295,7 +295,7 @@ class BatchEngine:
                 hidden = model.denoise_static(current, cache, start, soft, end=int(start.max()) + L)
             results = {}
             for group in groups.values():
-                results.update(self._sample(group, hidden, temps))
+                results.update(self._advance(group, temps, hidden))
         self.m["steps"] += 1
         self.m["row_steps"] += len(rows)
         self.m["decoder_passes"] += len(rows)
@@ -329,25 +329,21 @@ class BatchEngine:
         return {r.slot: (accept[i:i + 1], current[i:i + 1], argmax[i:i + 1], soft[i:i + 1], history[:, i:i + 1],
                          finished[i:i + 1], passes[i:i + 1]) for i, r in enumerate(group) if r is not None}
 
-    def _sample(self, group: list[Row], hidden: torch.Tensor, temps: dict) -> dict:
-        slots = torch.tensor([r.slot for r in group], device=hidden.device)
-        temperature = torch.stack([temps[r.slot] for r in group])
-        out = self.engine.sample(group[0].cfg, group[0].step, hidden.index_select(0, slots), temperature,
-                                 [r.gen for r in group], *self._batch_state(group))
-        return self._by_row(group, out)
-
-    def _one_graph(self, rows: list[Row], cache, start, temps) -> dict:
-        """Every running row has the same settings: the engine's one-graph step over slots [0, hi), idle ones
-        drawing from a spare generator."""
-        at = {r.slot: r for r in rows}
-        group = [at.get(s) for s in range(cache.batch_size)]
-        current, soft, argmax, history, finished, passes, done, fixed = self._batch_state(group)
-        one = temps[rows[0].slot]
-        temperature = torch.stack([temps[r.slot] if r is not None else one for r in group])
-        out = self.engine.step_graph(rows[0].settings, temperature,
-                                     [r.gen if r is not None else self.spare for r in group], cache, start, current,
-                                     soft, argmax, history, finished, passes, done,
-                                     torch.zeros_like(current, dtype=torch.bool) if fixed is None else fixed)
+    def _advance(self, group: list[Row | None], temps: dict, hidden: torch.Tensor | None = None, cache=None,
+                 start=None) -> dict:
+        """The rest of the step for rows with the same settings, from the decoder's hidden states (`Engine.sample`),
+        or without them the whole step as the engine's one graph over slots [0, hi) of `cache` (`group`: one
+        entry per slot, None for an idle one, which draws from a spare generator)."""
+        first = next(r for r in group if r is not None)
+        temperature = torch.stack([temps[(r or first).slot] for r in group])
+        gens = [self.spare if r is None else r.gen for r in group]
+        state = self._batch_state(group)
+        if hidden is None:
+            fixed = torch.zeros_like(state[0], dtype=torch.bool) if state[-1] is None else state[-1]
+            out = self.engine.step_graph(first.settings, temperature, gens, cache, start, *state[:-1], fixed)
+        else:
+            slots = torch.tensor([r.slot for r in group], device=hidden.device)
+            out = self.engine.sample(first.cfg, first.step, hidden.index_select(0, slots), temperature, gens, *state)
         return self._by_row(group, out)
 
     def _row_step(self, row: Row, accept, new_current, new_argmax, soft, history, finished, passes):
