@@ -246,7 +246,7 @@ PRESETS: dict[str, ModelConfig] = {
     "small": _small(vocab_size=4096, hidden_size=256, intermediate_size=512, num_layers=6, num_heads=4,
                     num_kv_heads=2, head_dim=64, global_head_dim=128, num_global_kv_heads=1, sliding_window=128,
                     num_experts=16, top_k_experts=4, moe_intermediate_size=128, canvas_length=256,
-                    max_position_embeddings=32_768),
+                    max_position_embeddings=262_144),  # the released context, for long-prompt work on a CPU
 }
 
 
