@@ -13,6 +13,7 @@ python bench/ab_cpu.py --rounds 6
 python bench/kv_cache.py
 python bench/sampler_memory.py
 python bench/long_prompt.py
+python bench/compile_start.py
 python -m dgemma.tasks.code_eval --tasks 40 --save code-infill
 python -m dgemma.serving.loadtest --model dgemma/assets/code --save serve-code
 dgemma sudoku --eval 1000 --ar-model bench/baselines/sudoku-ar --save sudoku --threads 2 --batch 100
