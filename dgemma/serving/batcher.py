@@ -12,7 +12,8 @@ its own length, canvas, step counter and `torch.Generator`. Every loop iteration
    matmuls (exactly, with lock_after=0, whenever rounding agrees). Compiled on CPU, when every row shares its
    settings and the vocabulary is small, the whole step is one graph (`Engine.step_graph`);
 4. rows whose canvas is done commit it (stop tokens applied, `Engine.append` into their slot) and start the next
-   canvas, or finish and free the slot at once.
+   canvas, or finish and free the slot at once; the row in the highest slot moves into it, so the running rows
+   always fill slots [0, R).
 
 Early streaming ("locking"): with `lock_after = k > 0`, the leading canvas positions that the sampler kept this
 step, or whose argmax has been unchanged for k steps, are locked: clamped like infill's suffix (zero entropy,
@@ -203,7 +204,7 @@ class BatchEngine:
             with self.lock:
                 self.pending -= 1
             try:
-                self.free.sort(reverse=True)  # lowest slot first: running rows stay contiguous more often
+                self.free.sort(reverse=True)  # lowest slot first: the running rows stay in slots [0, R)
                 self._start(req, self.free.pop())
             except Exception as e:  # noqa: BLE001 - one bad request must not kill the loop
                 log.exception("request failed at prefill")
@@ -242,10 +243,21 @@ class BatchEngine:
         row.locked = 0  # leading positions locked (emitted)
         row.same = torch.zeros(1, L, dtype=torch.long, device=dev)
 
-    def _slot_cache(self, lo: int, hi: int, length: int = 0) -> KVCache:
-        """Slots [lo, hi) of the cache, in place (views), with `length` committed tokens."""
+    def _move(self, row: Row, slot: int) -> None:
+        """Copy a row's cache slot (its keys, values and valid positions) to a free `slot`, and free its own."""
         c = self.cache
-        return KVCache.over(c.config, [k[lo:hi] for k in c.keys], [v[lo:hi] for v in c.values], c.valid[lo:hi], length)
+        for t in c.keys + c.values + [c.valid]:
+            t[slot] = t[row.slot]
+        self.free.append(row.slot)
+        row.slot = slot
+
+    def _slot_cache(self, lo: int, hi: int, length: int = 0, upto: int | None = None) -> KVCache:
+        """Slots [lo, hi) of the cache, in place (views), with `length` committed tokens; `upto`: only positions
+        [0, upto) of the global layers (at least the ring's length), so a compiled pass attends to no more."""
+        c, upto = self.cache, upto or self.cache.max_length
+        keys, values = ([t[lo:hi] if c.config.is_sliding(i) else t[lo:hi, :, :upto] for i, t in enumerate(ts)]
+                        for ts in (c.keys, c.values))
+        return KVCache.over(c.config, keys, values, c.valid[lo:hi, :upto], length)
 
     def _encode(self, row: Row, ids: torch.Tensor):
         """Append a prompt or a committed canvas to the row's slot (one encoder pass, the engine's)."""
@@ -269,13 +281,18 @@ class BatchEngine:
         if not rows:
             return
         model, L, dev = self.model, self.L, self.model.device
-        # the decoder batch: slots [0, hi) (idle ones compute nothing anyone reads); compiled, hi is a power of 2
+        # the decoder batch: slots [0, hi), the running rows (they are kept there); compiled, hi is rounded up to a
+        # power of 2 and the idle slots compute what nobody reads
         hi = rows[-1].slot + 1
         if self.compile:
             hi = min(self.max_batch, 1 << (hi - 1).bit_length())
         at = {r.slot: r for r in rows}
         start = torch.tensor([at[s].length if s in at else 0 for s in range(hi)], device=dev)
-        cache = self._slot_cache(0, hi)
+        end = max(r.length for r in rows) + L  # global layers attend to positions [0, end), at least a ring's worth
+        if self.compile:  # one graph per power of 2 of the context too, rather than the whole cache every step
+            end = 1 << (end - 1).bit_length()
+        end = min(self.cache.max_length, max(self.cache.ring, end))
+        cache = self._slot_cache(0, hi, upto=end)
         temps = {r.slot: temperature_at(r.cfg, r.step).to(dev) for r in rows}
         groups: dict = {}  # rows that can share `advance`: the same settings (and step, for a step-aware sampler)
         for r in rows:
@@ -292,15 +309,15 @@ class BatchEngine:
             if self.engine.static_denoise is not None:
                 hidden = self.engine.static_denoise(current, cache, start, soft)
             else:
-                hidden = model.denoise_static(current, cache, start, soft, end=int(start.max()) + L)
+                hidden = model.denoise_static(current, cache, start, soft)
             results = {}
             for group in groups.values():
                 results.update(self._advance(group, temps, hidden))
         self.m["steps"] += 1
         self.m["row_steps"] += len(rows)
         self.m["decoder_passes"] += len(rows)
-        for r in rows:
-            self._row_step(r, *results[r.slot])
+        for r, result in [(r, results[r.slot]) for r in rows]:  # a row may move to a lower slot meanwhile
+            self._row_step(r, *result)
         self.step_hist.observe(time.perf_counter() - t0)
 
     def _batch_state(self, group: list[Row | None]):
@@ -433,7 +450,11 @@ class BatchEngine:
     def _retire(self, row: Row, cancelled: bool = False):
         if row in self.rows:
             self.rows.remove(row)
-            self.free.append(row.slot)
+            last = max(self.rows, key=lambda r: r.slot, default=None)
+            if last is not None and last.slot > row.slot:  # running rows stay in slots [0, R): no idle decoder rows
+                self._move(last, row.slot)
+            else:
+                self.free.append(row.slot)
         if cancelled:
             self.m["requests_cancelled"] += 1
             return
