@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 
-from dgemma.bench.report import save_table
+from dgemma.bench.report import publish_table
 
 CHILD = r"""
 import json, sys, time
@@ -47,15 +47,12 @@ def main(argv=None) -> int:
                 raise SystemExit(f"child failed: {out.stderr[-2000:]}")
             r = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append([which, f"{r['load_s']:.1f} s", f"{r['ready_s']:.1f} s", f"{r['steady_s']:.2f} s"])
-            print(" | ".join(rows[-1]), flush=True)
     text = ("Wall time from the start of the process: import and load, then ready (the first compiled generation of "
             "one canvas has returned, compiling included), and that generation again. Goal: a second process ready "
             "in at most 30 s.")
-    if not args.no_save:
-        path = save_table("compile-start", f"`compile=True` start-up, model {os.path.basename(args.model)}",
-                          "python bench/compile_start.py", ["process", "import + load", "ready", "one canvas, steady"],
-                          rows, text)
-        print(f"saved {path}")
+    publish_table(not args.no_save, "compile-start", f"`compile=True` start-up, model {os.path.basename(args.model)}",
+                  "python bench/compile_start.py", ["process", "import + load", "ready", "one canvas, steady"], rows,
+                  text)
     return 0
 
 

@@ -10,7 +10,7 @@ import argparse
 
 import torch
 
-from dgemma.bench.report import save_table
+from dgemma.bench.report import publish_table
 from dgemma.cache import KVCache
 from dgemma.config import get_preset
 
@@ -33,14 +33,8 @@ def main(argv=None) -> int:
             f"padding mask) plus {fixed / GIB:.3f} GiB of sliding-layer rings; keeping every position on every layer "
             f"costs {every / 1024:.1f} KiB per token. Goal: at most 21 KiB per token plus 0.25 GiB per sequence, "
             f"and at most 6 GiB at 256K.")
-    for r in rows:
-        print(" | ".join(r))
-    print(text)
-    if not args.no_save:
-        path = save_table("kv-cache-26b", f"KV cache of the {args.model} shape, bf16, batch 1",
-                          "python bench/kv_cache.py", ["context (tokens)", "dgemma cache", "every position kept"],
-                          rows, text)
-        print(f"saved {path}")
+    publish_table(not args.no_save, "kv-cache-26b", f"KV cache of the {args.model} shape, bf16, batch 1",
+                  "python bench/kv_cache.py", ["context (tokens)", "dgemma cache", "every position kept"], rows, text)
     return 0
 
 

@@ -9,12 +9,13 @@ sampled every 2 ms; goal: at most the KV cache plus 2 GB).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import torch
 
 from dgemma.bench.hardware import PeakMemory
-from dgemma.bench.report import save_table
+from dgemma.bench.report import publish_table
 from dgemma.cache import KVCache
 from dgemma.engine import Engine, GenerationConfig
 from dgemma.model import DiffusionGemma
@@ -56,14 +57,10 @@ def main(argv=None) -> int:
             f"tokens (the sliding layers' ring holds the window and one canvas), then one canvas of "
             f"{cfg.canvas_length} tokens in {args.steps} steps. Peak: the resident set's rise during the run, cache "
             f"included. Goal: at most the KV cache plus 2 GB.")
-    print(" | ".join(rows[0]))
-    print(text)
-    if not args.no_save:
-        path = save_table("long-prompt", f"A {args.length:,}-token prompt on `{args.model}`, CPU",
-                          "python bench/long_prompt.py " + " ".join(argv if argv is not None else []),
-                          ["model", "prompt", "prefill", "prefill tokens/s", "one canvas", "KV cache",
-                           "peak added", "peak beyond the cache"], rows, text)
-        print(f"saved {path}")
+    publish_table(not args.no_save, "long-prompt", f"A {args.length:,}-token prompt on `{args.model}`, CPU",
+                  " ".join(["python bench/long_prompt.py", *(sys.argv[1:] if argv is None else argv)]),
+                  ["model", "prompt", "prefill", "prefill tokens/s", "one canvas", "KV cache", "peak added",
+                   "peak beyond the cache"], rows, text)
     return 0
 
 

@@ -13,7 +13,7 @@ import time
 import torch
 
 from dgemma.bench.hardware import TensorPeak
-from dgemma.bench.report import save_table
+from dgemma.bench.report import publish_table
 from dgemma.config import get_preset
 from dgemma.model import DiffusionGemma
 from dgemma.sampling import TILE_BYTES, sample_step
@@ -48,14 +48,9 @@ def main(argv=None) -> int:
             f"the ops make, until freed), tiles of {TILE_BYTES['cpu'] // 2**20} MiB of float32 logits. A sampler "
             f"over the whole canvas starts from {whole / MB:.0f} MB of float32 logits alone. Goal: at most 64 MB "
             f"per sequence-step. Time: float32 on this CPU, under the tracking mode.")
-    print(" | ".join(rows[0]))
-    print(text)
-    if not args.no_save:
-        path = save_table("sampler-memory", f"Sampler transient at the {args.model} vocabulary, one sequence",
-                          "python bench/sampler_memory.py",
-                          ["vocabulary", "canvas", "tile", "peak transient", "whole-canvas logits", "time"], rows,
-                          text)
-        print(f"saved {path}")
+    publish_table(not args.no_save, "sampler-memory", f"Sampler transient at the {args.model} vocabulary, one sequence",
+                  "python bench/sampler_memory.py",
+                  ["vocabulary", "canvas", "tile", "peak transient", "whole-canvas logits", "time"], rows, text)
     return 0
 
 

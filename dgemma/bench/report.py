@@ -284,6 +284,16 @@ def save_table(name: str, title: str, command: str, header: list[str], rows: lis
                         "text": text, "header": header, "rows": rows}, results_dir)
 
 
+def publish_table(save: bool, name: str, title: str, command: str, header: list[str], rows: list[list],
+                  text: str = "") -> None:
+    """A benchmark script's ending: print the table's rows and text, and save it (`save_table`) unless told not to."""
+    for r in rows:
+        print(" | ".join(map(str, r)))
+    print(text)
+    if save:
+        print(f"saved {save_table(name, title, command, header, rows, text)}")
+
+
 def save_result(r: dict, results_dir: Path = RESULTS_DIR) -> Path:
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
