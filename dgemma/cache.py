@@ -80,10 +80,8 @@ class KVCache:
         self.length = 0
         self.padded = False
 
-    def append_slots(self, n: int, valid: torch.Tensor | None = None) -> tuple[int, torch.Tensor]:
-        """Claim n slots for (B, n) tokens; `valid` (B, n) marks the real ones (None: all).
-
-        Returns the first slot and the (1, n) position ids of the new tokens."""
+    def append_slots(self, n: int, valid: torch.Tensor | None = None) -> int:
+        """Claim n slots for (B, n) tokens; `valid` (B, n) marks the real ones (None: all). Returns the first."""
         self.reserve(n, f"encoding {n} tokens")
         start = self.length
         if valid is None:
@@ -95,10 +93,7 @@ class KVCache:
             self.valid[:, start:start + n] = valid
             self.padded = self.padded or not bool(valid.all())
         self.length = start + n
-        return start, self.positions(start, n)
-
-    def positions(self, start: int, n: int) -> torch.Tensor:
-        return torch.arange(start, start + n, device=self.device)[None]
+        return start
 
     def ring_positions(self, end) -> torch.Tensor:
         """(ring,) the position each sliding-layer slot holds once positions [0, end) are written (an int or a

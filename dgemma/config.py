@@ -101,11 +101,6 @@ class ModelConfig:
     def is_sliding(self, layer: int) -> bool:
         return self.layer_types[layer] == SLIDING
 
-    def window_floor(self, slot):
-        """Lowest slot a sliding layer sees from a query at `slot`, or from a canvas starting there: W-1 earlier
-        slots (may be negative; an int or a tensor)."""
-        return slot - (self.sliding_window - 1)
-
     def layer_head_dim(self, layer: int) -> int:
         return self.head_dim if self.is_sliding(layer) else self.global_head_dim
 

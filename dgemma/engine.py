@@ -15,7 +15,6 @@ import math
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-
 from typing import TYPE_CHECKING
 
 import torch
@@ -269,10 +268,9 @@ class Engine:
                    cache, start: torch.Tensor, current, soft, argmax, history, finished, passes, done, fixed):
         """A whole step in one graph: the uniforms and the renoising tokens are drawn first, per row in the
         reference's order. Returns what `advance` does."""
-        B, L = current.shape
-        V, dev = self.model.config.vocab_size, current.device
+        L, V = current.shape[1], self.model.config.vocab_size
         u = draw_per_row(generators, lambda g, n: draw_uniforms((n * L, V), g))
-        noise = draw_per_row(generators, lambda g, n: torch.randint(0, V, (n, L), device=dev, generator=g))
+        noise = self.renoising(generators, L)
         return self.whole_step(self.model, settings, temperature, current, cache, start, soft, u, noise, argmax,
                                history, finished, passes, done, fixed)
 
@@ -285,11 +283,14 @@ class Engine:
                active: list[bool] | None = None):
         """The rest of a step from the decoder's hidden states (A, L, H) of the `active` rows: the statistics
         tile by tile, the renoising tokens, then `advance`, whose results it returns."""
-        B, L = current.shape
-        V, dev = self.model.config.vocab_size, current.device
         stats = self.sample_stats(hidden, temperature, generators, active, cfg.top_k, cfg.top_p)
-        noise = draw_per_row(generators, lambda g, n: torch.randint(0, V, (n, L), device=dev, generator=g))
+        noise = self.renoising(generators, current.shape[1])
         return advance(cfg, step, stats, current, argmax, soft, history, finished, passes, done, noise, fixed)
+
+    def renoising(self, generators: list[torch.Generator], L: int) -> torch.Tensor:
+        """(B, L) uniform tokens for the positions a step does not keep, drawn after its samples, per row."""
+        V, dev = self.model.config.vocab_size, self.model.device
+        return draw_per_row(generators, lambda g, n: torch.randint(0, V, (n, L), device=dev, generator=g))
 
     def prefill(self, input_ids: torch.Tensor, cache, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Encode a prompt into the cache; returns its hidden states. Compiled and unpadded: the first P mod L
@@ -309,7 +310,7 @@ class Engine:
         `known_inputs`."""
         if self.static_encode is None:
             return self.model.encode(tokens, cache)
-        start, _ = cache.append_slots(tokens.shape[1])  # contiguous: a graph is specialised on strides too
+        start = cache.append_slots(tokens.shape[1])  # contiguous: a graph is specialised on strides too
         with known_inputs(known):
             return self.static_encode(tokens.contiguous(), cache, torch.tensor(start, device=cache.device))
 

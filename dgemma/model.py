@@ -430,8 +430,8 @@ class DiffusionGemma(nn.Module):
         compiled graph has one shape for every position). Masked-out slots add work but no change beyond
         rounding. Past `cache.length` the slots are scratch: the decoder's canvas keys live there for one pass."""
         plan = plan or self.plan(cache, start, x.shape[1], causal, end)
-        n, end, positions, masks = plan.n, plan.end, plan.positions, plan.masks
-        rows = torch.arange(cache.batch_size, device=x.device)[:, None]
+        start, n, end, positions, masks = plan.start, plan.n, plan.end, plan.positions, plan.masks
+        rows = torch.arange(cache.batch_size, device=x.device)[:, None] if positions.shape[0] > 1 else None
 
         def kv_fn(layer, k, v):
             sliding = self.config.is_sliding(layer)
@@ -470,7 +470,7 @@ class DiffusionGemma(nn.Module):
             return torch.cat([self.encode(input_ids[:, i:i + chunk], cache,
                                           None if attention_mask is None else attention_mask[:, i:i + chunk])
                               for i in range(0, n, chunk)], dim=1)
-        start, _ = cache.append_slots(n, attention_mask)
+        start = cache.append_slots(n, attention_mask)
         return self._pass(self.embed(input_ids), cache, start, causal=True)
 
     def encode_static(self, input_ids: torch.Tensor, cache: KVCache, start: torch.Tensor) -> torch.Tensor:

@@ -142,7 +142,7 @@ def sample_step(model, hidden: torch.Tensor, temperature: torch.Tensor, generato
            torch.zeros(B * L, device=dev), torch.zeros(B * L, device=dev),
            torch.zeros(B * L, H, dtype=weight.dtype, device=dev))
     fn = tile_fn if tile_fn is not None and presample and top_k is None and top_p is None else tile_stats
-    runs = []  # (generator, batch rows [b0, b1), active rows from a0): consecutive rows that draw as one
+    runs = []  # [generator, first row b0, end row b1, active, its first active row a0]: rows that draw as one
     a = 0
     for b, g in enumerate(generators):
         if runs and runs[-1][0] is g and runs[-1][2] == b and runs[-1][3] == active[b] and active[b]:

@@ -86,8 +86,8 @@ class StepGraphs:
         step = (temperature, current, start, u, noise, argmax, history, finished, passes, done, cache.valid, fixed,
                 soft)
         args = (*_distinct(t.contiguous() for t in step), *cache.keys, *cache.values)
-        key = (settings.key, tuple(current.shape), tuple(start.shape), tuple(u.shape), cache.max_length, cache.keys[0].dtype,
-               model.embed_tokens.weight.dtype, history.shape[0])
+        key = (settings.key, tuple(current.shape), tuple(start.shape), tuple(u.shape), cache.max_length,
+               cache.keys[0].dtype, model.embed_tokens.weight.dtype, history.shape[0])
         graph = self.graphs.get(key)
         if graph is None:
             graph = self.graphs[key] = self.build(settings, args)

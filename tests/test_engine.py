@@ -539,7 +539,7 @@ def test_static_passes_match_the_growing_ones(checkpoint, prompt_length, room):
     model.encode(prompt, other, mask)
     with torch.no_grad():
         growing = model.encode(canvas, cache)
-        start, _ = other.append_slots(canvas.shape[1])
+        start = other.append_slots(canvas.shape[1])
         static = model.encode_static(canvas, other, torch.tensor(start))
     torch.testing.assert_close(static, growing, rtol=0, atol=1e-9)
     for a, b in zip(cache.keys + cache.values, other.keys + other.values):

@@ -107,6 +107,11 @@ class BatchEngine:
         # room for a full context's committed tokens and the canvas after them, within the model's maximum
         self.cache = model.new_cache(max_batch, min(self.context_length + self.L, cfg.max_position_embeddings))
         self.spare = seeded_generator(0, model.device)  # draws for the idle slots of a one-graph step
+        # an idle slot's canvas, a zero self-conditioning input and an unclamped canvas (only ever copied from)
+        dev = model.device
+        self.idle = (torch.zeros(1, self.L, dtype=torch.long, device=dev),
+                     torch.zeros(1, self.L, cfg.hidden_size, dtype=model.dtype, device=dev),
+                     torch.zeros(1, self.L, dtype=torch.bool, device=dev))
         self.free = list(range(max_batch - 1, -1, -1))
         self.rows: list[Row] = []
         self.inbox: queue.Queue = queue.Queue()
@@ -237,7 +242,7 @@ class BatchEngine:
             row.fixed = torch.zeros(1, L, dtype=torch.bool, device=dev)
             row.fixed[0, g:g + len(part)] = True
         row.argmax = row.current
-        row.soft = torch.zeros(1, L, self.model.config.hidden_size, dtype=self.model.dtype, device=dev)
+        row.soft = self.idle[1]  # the first step's exact zero signal
         row.history = torch.full((max(row.cfg.stability_threshold, 1), 1, L), -1, dtype=torch.long, device=dev)
         row.step = row.cfg.max_denoising_steps
         row.locked = 0  # leading positions locked (emitted)
@@ -302,14 +307,9 @@ class BatchEngine:
         if len(groups) == 1 and self.engine.one_graph(rows[0].cfg, hi, rows[0].gen):
             results = self._advance([at.get(s) for s in range(hi)], temps, cache=cache, start=start)
         else:
-            idle = (torch.zeros(1, L, dtype=torch.long, device=dev),
-                    torch.zeros(1, L, model.config.hidden_size, dtype=model.dtype, device=dev))
-            current = torch.cat([at[s].current if s in at else idle[0] for s in range(hi)])
-            soft = torch.cat([at[s].soft if s in at else idle[1] for s in range(hi)])
-            if self.engine.static_denoise is not None:
-                hidden = self.engine.static_denoise(current, cache, start, soft)
-            else:
-                hidden = model.denoise_static(current, cache, start, soft)
+            current = torch.cat([at[s].current if s in at else self.idle[0] for s in range(hi)])
+            soft = torch.cat([at[s].soft if s in at else self.idle[1] for s in range(hi)])
+            hidden = (self.engine.static_denoise or model.denoise_static)(current, cache, start, soft)
             results = {}
             for group in groups.values():
                 results.update(self._advance(group, temps, hidden))
@@ -324,19 +324,16 @@ class BatchEngine:
         """The rows' denoising state as a batch for `Engine.sample` / `Engine.step_graph`: current, soft,
         argmax, history, finished, passes, done, fixed (rows finish on their own, so nothing is held). None: an
         idle slot (its results are never read)."""
-        dev, L = self.model.device, self.L
-        live = [r for r in group if r is not None]
-        idle = (torch.zeros(1, L, dtype=torch.long, device=dev),
-                torch.zeros(1, L, self.model.config.hidden_size, dtype=self.model.dtype, device=dev),
-                torch.full_like(live[0].history, -1), torch.zeros(1, L, dtype=torch.bool, device=dev))
-        no = torch.zeros(len(group), dtype=torch.bool, device=dev)
+        tokens, soft, unclamped = self.idle
+        history = torch.full_like(next(r for r in group if r is not None).history, -1)
+        no = torch.zeros(len(group), dtype=torch.bool, device=self.model.device)
         fixed = None
         if any(r is None or r.fixed is not None for r in group):
-            fixed = torch.cat([idle[3] if r is None or r.fixed is None else r.fixed for r in group])
-        return (torch.cat([idle[0] if r is None else r.current for r in group]),
-                torch.cat([idle[1] if r is None else r.soft for r in group]),
-                torch.cat([idle[0] if r is None else r.argmax for r in group]),
-                torch.cat([idle[2] if r is None else r.history for r in group], dim=1), no, no.long(), no, fixed)
+            fixed = torch.cat([unclamped if r is None or r.fixed is None else r.fixed for r in group])
+        return (torch.cat([tokens if r is None else r.current for r in group]),
+                torch.cat([soft if r is None else r.soft for r in group]),
+                torch.cat([tokens if r is None else r.argmax for r in group]),
+                torch.cat([history if r is None else r.history for r in group], dim=1), no, no.long(), no, fixed)
 
     @staticmethod
     def _by_row(group: list[Row | None], out) -> dict:
