@@ -96,11 +96,18 @@ def _assign(model, name: str, tensor: torch.Tensor) -> None:
         module._buffers[attr] = tensor
 
 
-def load_model(model_cls, path_or_preset, dtype=torch.float32, device="cpu", seed: int = 0):
-    """A `model_cls` (DiffusionGemma) from a checkpoint directory in the reference layout, or a preset name
-    (random weights from `seed`)."""
+def load_model(model_cls, path_or_preset, dtype=torch.float32, device="cpu", seed: int = 0,
+               revision: str | None = None):
+    """A `model_cls` (DiffusionGemma) from a checkpoint directory in the reference layout, a preset name
+    (random weights from `seed`), or a Hugging Face Hub id (`org/name[@revision]`, through the hub's cache)."""
+    from . import hub
     dtype, device = parse_dtype(dtype), torch.device(device)
     path = Path(path_or_preset)
+    if not path.is_dir() and hub.is_hub_id(str(path_or_preset)):
+        try:
+            path = hub.locate(str(path_or_preset), revision)
+        except hub.HubError as e:
+            raise CheckpointError(str(e)) from None
     if not path.is_dir():
         if str(path_or_preset) in PRESETS:
             # allocated once, in the target dtype and on the target device: the 26B preset in bf16 needs 47 GiB,
@@ -111,8 +118,8 @@ def load_model(model_cls, path_or_preset, dtype=torch.float32, device="cpu", see
             return model
         if path.exists():
             raise CheckpointError(f"{path}: not a directory (expected a checkpoint directory or a preset name)")
-        raise CheckpointError(f"{path}: no such checkpoint directory, and not a preset "
-                              f"(presets: {', '.join(sorted(PRESETS))})")
+        raise CheckpointError(f"{path}: not a local checkpoint directory (no such directory), a preset "
+                              f"({', '.join(sorted(PRESETS))}) or a Hugging Face Hub id (org/name[@revision])")
     try:
         config = ModelConfig.from_json_file(path / CONFIG)
     except ConfigError as e:

@@ -293,10 +293,11 @@ class DiffusionGemma(nn.Module):
     # --- construction ------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path_or_preset, dtype: torch.dtype = torch.float32, device="cpu",
-                        seed: int = 0) -> "DiffusionGemma":
-        """A checkpoint directory in the reference layout, or a preset name (random weights drawn from `seed`)."""
+                        seed: int = 0, revision: str | None = None) -> "DiffusionGemma":
+        """A checkpoint directory in the reference layout, a preset name (random weights drawn from `seed`), or a
+        Hugging Face Hub id (`org/name`, at `revision` or `org/name@revision`) through the hub's cache."""
         from .checkpoint import load_model
-        return load_model(cls, path_or_preset, dtype=dtype, device=device, seed=seed)
+        return load_model(cls, path_or_preset, dtype=dtype, device=device, seed=seed, revision=revision)
 
     def save_pretrained(self, path, max_shard_bytes: int = 5 * 2**30) -> None:
         from .checkpoint import save_model

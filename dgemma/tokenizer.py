@@ -7,11 +7,14 @@ post-processor still gets exactly one BOS.
 
 The bundled code model's tokenizer (scripts/train_tokenizer.py) keeps Gemma 4's special-token ids, so the
 engine's stop ids (<eos> 1, <turn|> 106, <|tool_response> 50) and the chat format below work unchanged for
-it and for full-size Gemma 4 checkpoints.
+it and for full-size Gemma 4 checkpoints. A checkpoint directory's own `tokenizer_config.json` (its bos/eos/pad
+tokens) and chat template (`chat_template.jinja`, or the config's `chat_template`) take precedence; the template is
+rendered with jinja2 in a sandbox, and the built-in Gemma 4 turn format is the fallback.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sysconfig
 from collections.abc import Mapping, Sequence
@@ -66,8 +69,12 @@ def default_tokenizer_path() -> Path:
 class Tokenizer:
     """encode/decode and the Gemma 4 chat format over a `tokenizers.Tokenizer`."""
 
-    def __init__(self, tokenizer: _HFTokenizer):
+    def __init__(self, tokenizer: _HFTokenizer, specials: Mapping[str, str] | None = None,
+                 chat_template: str | None = None):
         self.tokenizer = tokenizer
+        self.specials = dict(specials or {})  # "bos" / "eos" / "pad" -> token string, from tokenizer_config.json
+        self.chat_template = chat_template
+        self._template = None
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> Tokenizer:
@@ -83,8 +90,31 @@ class Tokenizer:
 
     @classmethod
     def from_dir(cls, model_dir: str | os.PathLike) -> Tokenizer:
-        """The tokenizer.json of a checkpoint directory."""
-        return cls.from_file(Path(model_dir) / "tokenizer.json")
+        """A checkpoint directory's tokenizer.json, with its tokenizer_config.json's special tokens and its chat
+        template (chat_template.jinja first, as transformers writes it) where present."""
+        d = Path(model_dir)
+        tok = cls.from_file(d / "tokenizer.json")
+        config = {}
+        if (d / "tokenizer_config.json").is_file():
+            try:
+                config = json.loads((d / "tokenizer_config.json").read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ValueError(f"{d / 'tokenizer_config.json'}: not valid JSON ({e})") from None
+            if not isinstance(config, dict):
+                raise ValueError(f"{d / 'tokenizer_config.json'}: expected a JSON object")
+        for key in ("bos", "eos", "pad"):
+            value = config.get(f"{key}_token")
+            value = value.get("content") if isinstance(value, dict) else value
+            if isinstance(value, str) and tok.token_id(value) is not None:
+                tok.specials[key] = value
+        template = config.get("chat_template")
+        if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}, ...]
+            template = next((t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"),
+                            None)
+        if (d / "chat_template.jinja").is_file():
+            template = (d / "chat_template.jinja").read_text(encoding="utf-8")
+        tok.chat_template = template if isinstance(template, str) and template.strip() else None
+        return tok
 
     def token_id(self, token: str) -> int | None:
         """The id of a whole token string (e.g. "<turn|>"), None when the vocabulary lacks it."""
@@ -96,15 +126,15 @@ class Tokenizer:
 
     @property
     def pad_id(self) -> int:
-        return self._id_or(PAD, 0)
+        return self._id_or(self.specials.get("pad", PAD), 0)
 
     @property
     def eos_id(self) -> int:
-        return self._id_or(EOS, 1)
+        return self._id_or(self.specials.get("eos", EOS), 1)
 
     @property
     def bos_id(self) -> int:
-        return self._id_or(BOS, 2)
+        return self._id_or(self.specials.get("bos", BOS), 2)
 
     def _id_or(self, token: str, gemma_id: int) -> int:
         """Tokenizers that name these tokens differently still get Gemma's ids, which our checkpoints use."""
@@ -114,11 +144,13 @@ class Tokenizer:
     @property
     def stop_ids(self) -> list[int]:
         """Ids that end generation: <eos>, <turn|> and <|tool_response> (the model hands over to a tool)."""
-        return [i for i in map(self.token_id, STOP_TOKENS) if i is not None]
+        ids = [i for i in map(self.token_id, STOP_TOKENS) if i is not None]
+        return ids + [self.eos_id] if "eos" in self.specials and self.eos_id not in ids else ids
 
     @property
     def has_chat_template(self) -> bool:
-        return self.token_id(TURN_OPEN) is not None and self.token_id(TURN_CLOSE) is not None
+        return self.chat_template is not None or (
+            self.token_id(TURN_OPEN) is not None and self.token_id(TURN_CLOSE) is not None)
 
     def encode(self, text: str, add_bos: bool = False) -> list[int]:
         """Token ids of `text`; special-token strings in it (e.g. "<turn|>") become their single ids."""
@@ -129,8 +161,11 @@ class Tokenizer:
         return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special)
 
     def render_chat(self, messages: Sequence[Mapping], add_generation_prompt: bool = True) -> str:
-        """Gemma 4 chat text: <bos>, then `<|turn>{role}\\n{content}<turn|>\\n` per message ("assistant" is
-        rendered as "model"), then `<|turn>model\\n` to prompt the reply when add_generation_prompt."""
+        """Chat text: the checkpoint's own template where it has one, else the Gemma 4 format: <bos>, then
+        `<|turn>{role}\\n{content}<turn|>\\n` per message ("assistant" is rendered as "model"), then
+        `<|turn>model\\n` to prompt the reply when add_generation_prompt."""
+        if self.chat_template is not None:
+            return self._render_template(messages, add_generation_prompt)
         parts = [BOS]
         for i, message in enumerate(messages):
             if not isinstance(message, Mapping):
@@ -146,9 +181,39 @@ class Tokenizer:
             parts.append(f"{TURN_OPEN}model\n")
         return "".join(parts)
 
+    def _render_template(self, messages: Sequence[Mapping], add_generation_prompt: bool) -> str:
+        """The checkpoint's jinja template in a sandbox (no attribute access outside the data, no I/O), with the
+        globals transformers gives templates: messages, add_generation_prompt, bos/eos tokens, raise_exception."""
+        try:
+            import jinja2
+            from jinja2.sandbox import ImmutableSandboxedEnvironment
+        except ModuleNotFoundError:
+            raise ValueError("this checkpoint's chat template needs jinja2: pip install 'dgemma[hub]'") from None
+
+        def raise_exception(message):
+            raise ValueError(f"chat template: {message}")
+
+        for i, message in enumerate(messages):
+            if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+                raise ValueError(f"message {i}: expected a mapping with a string 'role'")
+        try:
+            if self._template is None:
+                env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                                    extensions=["jinja2.ext.loopcontrols"])
+                env.filters["tojson"] = lambda x, indent=None, ensure_ascii=False, sort_keys=False: json.dumps(
+                    x, indent=indent, ensure_ascii=ensure_ascii, sort_keys=sort_keys)
+                env.globals["raise_exception"] = raise_exception
+                self._template = env.from_string(self.chat_template)
+            return self._template.render(messages=[dict(m) for m in messages],
+                                         add_generation_prompt=add_generation_prompt,
+                                         bos_token=self.specials.get("bos", BOS), eos_token=self.specials.get("eos", EOS))
+        except jinja2.TemplateError as e:
+            raise ValueError(f"chat template: {type(e).__name__}: {e}") from None
+
     def apply_chat_template(self, messages: Sequence[Mapping], add_generation_prompt: bool = True) -> list[int]:
         """Token ids of `render_chat`. Like HuggingFace's templates, special-token strings inside message
         content are encoded as those tokens."""
         if not self.has_chat_template:
-            raise ValueError(f"this tokenizer has no Gemma 4 turn tokens ({TURN_OPEN}, {TURN_CLOSE})")
+            raise ValueError(f"this tokenizer has no chat template and no Gemma 4 turn tokens ({TURN_OPEN}, "
+                             f"{TURN_CLOSE})")
         return self.encode(self.render_chat(messages, add_generation_prompt))

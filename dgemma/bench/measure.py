@@ -41,7 +41,7 @@ def build_models(model_id: str, dtype: torch.dtype, device, seed: int = 0, with_
     from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
     transformers.logging.set_verbosity_error()
     experts = "eager" if dtype == torch.float64 else "grouped_mm"  # grouped_mm has no float64 kernel
-    config = load_config(model_id)
+    config = load_config(model_id)[0]
     if Path(model_id).is_dir():
         ref = DiffusionGemmaForBlockDiffusion.from_pretrained(  # no device_map: that needs `accelerate`
             model_id, dtype=dtype, experts_implementation=experts).to(dev).eval()

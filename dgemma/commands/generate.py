@@ -25,9 +25,12 @@ class CommandError(ValueError):
 
 # --- shared by the text commands ------------------------------------------------------------------------
 def add_model_args(p) -> None:
-    p.add_argument("--model", default=None, metavar="DIR",
-                   help="checkpoint directory in the reference layout, with tokenizer.json "
+    p.add_argument("--model", default=None, metavar="DIR|ID",
+                   help="checkpoint directory in the reference layout with tokenizer.json, or a Hugging Face Hub id "
+                   "(org/name[@revision], through the hub's cache; HF_HUB_OFFLINE=1 uses the cache alone) "
                    "(default: the bundled code model)")
+    p.add_argument("--revision", default=None,
+                   help="hub revision of --model: a branch, tag or commit (default: main)")
     p.add_argument("--dtype", default="float32", help="weights dtype: float32, bfloat16 or float16 (default float32)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
@@ -62,10 +65,17 @@ def load(args):
     from ..tokenizer import Tokenizer
     if args.threads:
         torch.set_num_threads(args.threads)
-    directory = Path(args.model) if args.model else BUNDLED_MODEL
-    if not directory.is_dir():
-        raise CommandError(f"model directory {directory} does not exist"
-                           + ("" if args.model else " (the bundled model is missing from this install)"))
+    from ..hub import HubError, locate
+    if not args.model and not BUNDLED_MODEL.is_dir():
+        raise CommandError(f"model directory {BUNDLED_MODEL} does not exist (the bundled model is missing from this "
+                           "install)")
+    try:
+        directory = locate(args.model or BUNDLED_MODEL, args.revision)
+    except HubError as e:
+        raise CommandError(str(e)) from None
+    if isinstance(directory, str):
+        raise CommandError(f"{directory} is a preset (random weights, no tokenizer); text commands need a "
+                           "checkpoint directory or hub id")
     if not (directory / "tokenizer.json").exists():
         raise CommandError(f"{directory} has no tokenizer.json; text commands need the checkpoint's tokenizer")
     tokenizer = Tokenizer.from_dir(directory)

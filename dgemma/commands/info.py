@@ -12,13 +12,22 @@ from ..config import FULL, ModelConfig, get_preset
 BYTES_PER_PARAM = {"bf16": 2.0, "fp8": 1.0, "int4": 0.5}
 
 
-def load_config(path_or_preset: str) -> ModelConfig:
+def load_config(path_or_preset: str, revision: str | None = None) -> tuple[ModelConfig, dict | None]:
+    """The config, and for a hub id what its cache holds: (config, {"snapshot", "weight_bytes_on_disk",
+    "missing_weight_files"} or None). A hub id needs only config.json, downloaded if not cached."""
+    from .. import hub
     path = Path(path_or_preset)
+    if path.suffix == ".json" and path.is_file():
+        return ModelConfig.from_json_file(path), None
+    if not path.is_dir() and hub.is_hub_id(path_or_preset):
+        snap = hub.locate(path_or_preset, revision, weights=False)
+        on_disk, missing = hub.cached_weights(snap)
+        return ModelConfig.from_json_file(snap / CONFIG), {
+            "snapshot": str(snap), "weight_bytes_on_disk": on_disk, "missing_weight_files": missing,
+            "weights_cached": on_disk > 0 and not missing}
     if path.is_dir():
-        return ModelConfig.from_json_file(path / CONFIG)
-    if path.suffix == ".json" and path.exists():
-        return ModelConfig.from_json_file(path)
-    return get_preset(path_or_preset)
+        return ModelConfig.from_json_file(path / CONFIG), None
+    return get_preset(path_or_preset), None
 
 
 def summary(config: ModelConfig) -> dict:
@@ -36,8 +45,10 @@ def summary(config: ModelConfig) -> dict:
 
 
 def run(args) -> int:
-    config = load_config(args.model)
+    config, cached = load_config(args.model, args.revision)
     info = summary(config)
+    if cached is not None:
+        info["hub_cache"] = cached
     if args.context is not None:
         if args.context < 1 or args.batch < 1:
             raise ValueError(f"--context and --batch must be >= 1, got {args.context} and {args.batch}")
@@ -61,6 +72,12 @@ def run(args) -> int:
     print(f"parameters       {info['parameters']:,} total, {info['active_parameters']:,} active per token "
           f"({info['active_parameters'] / 1e9:.2f}e9)")
     print("weight memory    " + ", ".join(f"{k} {v:.2f} GiB" for k, v in gib.items()))
+    if cached is not None:
+        state = ("all in the cache" if cached["weights_cached"] else
+                 f"{len(cached['missing_weight_files'])} file(s) not in the cache, e.g. "
+                 f"{cached['missing_weight_files'][0]}" if cached["missing_weight_files"] else "not in the cache")
+        print(f"hub cache        {cached['snapshot']}: weights {state}, "
+              f"{cached['weight_bytes_on_disk'] / 2**30:.2f} GiB on disk")
     if "kv_cache_bytes" in info:
         n = info["kv_cache_bytes"]
         print(f"KV cache         {n / 2**30:.2f} GiB for {args.context:,} tokens x batch {args.batch} in {args.dtype} "
@@ -72,8 +89,10 @@ def register(sub) -> None:
     p = sub.add_parser("info", help="summarise a checkpoint or preset: shapes, parameter counts, weight memory",
                        description="Print a model's configuration, total and active parameter counts, and weight "
                        "memory in bf16 / fp8 / int4, computed from config.json alone (no weights are loaded).")
-    p.add_argument("model", help="checkpoint directory, config.json path, or preset name "
-                   "(e.g. diffusiongemma-26b-a4b, tiny, small)")
+    p.add_argument("model", help="checkpoint directory, config.json path, preset name (e.g. diffusiongemma-26b-a4b, "
+                   "tiny, small) or Hugging Face Hub id (org/name[@revision]: only config.json is fetched, and the "
+                   "summary says whether the weights are in the hub cache)")
+    p.add_argument("--revision", default=None, help="hub revision of MODEL: a branch, tag or commit (default: main)")
     p.add_argument("--context", type=int, default=None,
                    help="also print the KV cache's bytes (JSON: kv_cache_bytes) for this many tokens per sequence")
     p.add_argument("--batch", type=int, default=1, help="sequences held by that KV cache (default 1)")

@@ -20,13 +20,15 @@ def run(args) -> int:
         from .app import ServerState, create_app
     except ModuleNotFoundError as e:
         raise ModuleNotFoundError(f"dgemma serve needs {e.name}: pip install 'dgemma[serve]'") from None
-    model = args.model or str(default_model_dir())
+    from ..hub import is_hub_id, locate
+    model = str(locate(args.model or default_model_dir(), args.revision))
+    name = args.model_name or (args.model.partition("@")[0] if args.model and is_hub_id(args.model) else None)
     path = Path(model)
     if path.is_dir() and not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: no config.json (the bundled model may not be installed; pass --model DIR)")
     if args.max_batch < 1 or args.max_queue < 0:
         raise ValueError("--max-batch must be >= 1 and --max-queue >= 0")
-    state = ServerState(model, model_name=args.model_name, max_batch=args.max_batch, max_queue=args.max_queue,
+    state = ServerState(model, model_name=name, max_batch=args.max_batch, max_queue=args.max_queue,
                         context_length=args.context_length, lock_after=args.lock_after, api_key=args.api_key,
                         dtype=args.dtype, startup_delay=args.startup_delay, device=args.device, compile=args.compile)
     uvicorn.run(create_app(state), host=args.host, port=args.port, log_level=args.log_level,
@@ -40,9 +42,11 @@ def register(sub) -> None:
                        "(suffix = infill), /v1/chat/completions, SSE streaming, llama.cpp-style /infill, /tokenize, "
                        "/detokenize, /health and Prometheus /metrics. Requests join the running batch at the next "
                        "denoising step.")
-    p.add_argument("--model", default=None, help="checkpoint directory or preset name (default: the bundled "
-                   "code model, dgemma/assets/code)")
-    p.add_argument("--model-name", default=None, help="model id clients must send (default: the directory name)")
+    p.add_argument("--model", default=None, help="checkpoint directory, preset name or Hugging Face Hub id "
+                   "(org/name[@revision], through the hub's cache) (default: the bundled code model, dgemma/assets/code)")
+    p.add_argument("--revision", default=None, help="hub revision of --model: a branch, tag or commit (default: main)")
+    p.add_argument("--model-name", default=None,
+                   help="model id clients must send (default: the hub id, else the directory name)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/*")

@@ -54,8 +54,8 @@ class ServerState:
             path = Path(self.model_dir)
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
             model = DiffusionGemma.from_pretrained(self.model_dir, dtype=getattr(torch, self.dtype), device=device)
-            tok_file = path / "tokenizer.json"
-            self.tokenizer = Tokenizer.from_file(tok_file if tok_file.is_file() else default_tokenizer_path())
+            self.tokenizer = (Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file()
+                              else Tokenizer.from_file(default_tokenizer_path()))
             if self.tokenizer.vocab_size > model.config.vocab_size:
                 raise ValueError(f"tokenizer has {self.tokenizer.vocab_size} tokens but the model only "
                                  f"{model.config.vocab_size}")
