@@ -38,7 +38,6 @@ def _special_tokens() -> tuple[str, ...]:
 
 SPECIAL_TOKENS = _special_tokens()
 STOP_TOKENS = (EOS, TURN_CLOSE, TOOL_RESPONSE_OPEN)  # end of text, end of a turn, model waits for a tool's answer
-CHAT_ROLES = {"system": "system", "user": "user", "assistant": "model", "model": "model"}
 
 # Standard-library modules the code model never trains on (tokenizer nor weights), for evaluating it:
 # whole top-level modules of mixed size and style.
@@ -160,28 +159,16 @@ class Tokenizer:
     def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special)
 
-    def render_chat(self, messages: Sequence[Mapping], add_generation_prompt: bool = True) -> str:
-        """Chat text: the checkpoint's own template where it has one, else the Gemma 4 format: <bos>, then
-        `<|turn>{role}\\n{content}<turn|>\\n` per message ("assistant" is rendered as "model"), then
-        `<|turn>model\\n` to prompt the reply when add_generation_prompt."""
+    def render_chat(self, messages: Sequence[Mapping], add_generation_prompt: bool = True,
+                    tools: Sequence[Mapping] | None = None, enable_thinking: bool = False) -> str:
+        """Chat text: the checkpoint's own template where it has one, else the Gemma 4 format of the released
+        checkpoint (dgemma.chat_format: system turn, thinking, tools, tool calls and responses)."""
         if self.chat_template is not None:
-            return self._render_template(messages, add_generation_prompt)
-        parts = [BOS]
-        for i, message in enumerate(messages):
-            if not isinstance(message, Mapping):
-                raise ValueError(f"message {i}: expected a mapping with 'role' and 'content', "
-                                 f"got {type(message).__name__}")
-            role, content = message.get("role"), message.get("content")
-            if role not in CHAT_ROLES:
-                raise ValueError(f"message {i}: unknown role {role!r} (expected one of {', '.join(CHAT_ROLES)})")
-            if not isinstance(content, str):
-                raise ValueError(f"message {i}: content must be a string, got {type(content).__name__}")
-            parts.append(f"{TURN_OPEN}{CHAT_ROLES[role]}\n{content}{TURN_CLOSE}\n")
-        if add_generation_prompt:
-            parts.append(f"{TURN_OPEN}model\n")
-        return "".join(parts)
+            return self._render_template(messages, add_generation_prompt, tools=tools, enable_thinking=enable_thinking)
+        from .chat_format import render
+        return render(messages, add_generation_prompt, tools=tools, enable_thinking=enable_thinking, bos=BOS)
 
-    def _render_template(self, messages: Sequence[Mapping], add_generation_prompt: bool) -> str:
+    def _render_template(self, messages: Sequence[Mapping], add_generation_prompt: bool, **variables) -> str:
         """The checkpoint's jinja template in a sandbox (no attribute access outside the data, no I/O), with the
         globals transformers gives templates: messages, add_generation_prompt, bos/eos tokens, raise_exception."""
         try:
@@ -206,14 +193,16 @@ class Tokenizer:
                 self._template = env.from_string(self.chat_template)
             return self._template.render(messages=[dict(m) for m in messages],
                                          add_generation_prompt=add_generation_prompt,
-                                         bos_token=self.specials.get("bos", BOS), eos_token=self.specials.get("eos", EOS))
+                                         bos_token=self.specials.get("bos", BOS), eos_token=self.specials.get("eos", EOS),
+                                         **{k: v for k, v in variables.items() if v is not None})
         except jinja2.TemplateError as e:
             raise ValueError(f"chat template: {type(e).__name__}: {e}") from None
 
-    def apply_chat_template(self, messages: Sequence[Mapping], add_generation_prompt: bool = True) -> list[int]:
+    def apply_chat_template(self, messages: Sequence[Mapping], add_generation_prompt: bool = True,
+                            tools: Sequence[Mapping] | None = None, enable_thinking: bool = False) -> list[int]:
         """Token ids of `render_chat`. Like HuggingFace's templates, special-token strings inside message
         content are encoded as those tokens."""
         if not self.has_chat_template:
             raise ValueError(f"this tokenizer has no chat template and no Gemma 4 turn tokens ({TURN_OPEN}, "
                              f"{TURN_CLOSE})")
-        return self.encode(self.render_chat(messages, add_generation_prompt))
+        return self.encode(self.render_chat(messages, add_generation_prompt, tools, enable_thinking))

@@ -121,6 +121,43 @@ def test_chat_runs_one_reply_per_turn(ckpt, capsys, monkeypatch):
     assert out.count("\n") >= 2  # one reply per user turn
 
 
+def test_chat_reuses_the_cache_without_changing_a_token(ckpt):
+    """Three turns with the cache reused where the re-rendered conversation extends it, and three without: the
+    same replies, token for token; /reset starts over."""
+    from dgemma.commands.chat import Conversation
+    from dgemma.engine import GenerationConfig
+    from dgemma.tokenizer import Tokenizer
+    tok = Tokenizer.from_dir(ckpt)
+    model = DiffusionGemma(get_preset("tiny").replace(vocab_size=tok.vocab_size, canvas_length=16,
+                                                      max_position_embeddings=512)).eval()
+    model.init_weights(torch.Generator().manual_seed(0))
+    cfg = GenerationConfig(max_new_tokens=16, max_denoising_steps=3, eos_token_id=(1, 106, 50))
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
+    chats = [Conversation(model, tok, cfg, 512, "Be brief.", seed=3, tools=tools, reuse=r) for r in (True, False)]
+    replies, reused = [[], []], []
+    for turn in ("hi", "more", "again"):
+        for k, chat in enumerate(chats):
+            replies[k].append(chat.say(turn).content)
+        reused.append(chats[0].reused)
+    assert replies[0] == replies[1] and chats[1].reused == 0
+    assert reused[0] == 0 and reused[1] > 0  # turn 2 did not encode turn 1's prompt again
+    assert "<|tool>declaration:f{" in tok.decode(chats[0].seen, skip_special=False)
+    chats[0].reset()
+    assert chats[0].messages == [{"role": "system", "content": "Be brief."}] and chats[0].cache.length == 0
+
+
+@pytest.mark.parametrize("content,message", [
+    ("[1]", "expected a list of"), ("{", "not valid JSON"),
+    ('[{"type": "function", "function": {"name": "a"}}, {"type": "function", "function": {"name": "a"}}]',
+     "duplicate tool name"),
+])
+def test_chat_tools_file_errors_are_one_line(ckpt, tmp_path, capsys, content, message):
+    path = tmp_path / "tools.json"
+    path.write_text(content)
+    rc, _, err = run(["chat", "--model", str(ckpt), "--tools", str(path)], capsys)
+    assert rc == 2 and message in err and err.count("\n") == 1
+
+
 def test_bundled_model_generates_from_the_console_script():
     """The README's main job: the installed console script with the bundled model and no arguments but a prompt."""
     exe = Path(sys.executable).with_name("dgemma")

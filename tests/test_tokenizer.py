@@ -104,10 +104,11 @@ def test_chat_template_tokens(tok):
 
 
 @pytest.mark.parametrize("messages,index,what", [
-    ([{"role": "user", "content": "a"}, {"role": "tool", "content": "b"}], 1, "unknown role 'tool'"),
+    ([{"role": "user", "content": "a"}, {"role": "tool", "content": "b"}], 1, "a tool message must follow"),
     ([{"content": "a"}], 0, "unknown role None"),
-    ([{"role": "user", "content": None}], 0, "content must be a string"),
-    ([{"role": "user", "content": "a"}, {"role": "user", "content": ["b"]}], 1, "content must be a string"),
+    ([{"role": "user", "content": None}], 0, "user message without content"),
+    ([{"role": "user", "content": "a"}, {"role": "user", "content": 5}], 1, "content must be a string"),
+    ([{"role": "user", "content": "a"}, {"role": "user", "content": ["b"]}], 1, "every content part must be"),
     ([("user", "a")], 0, "expected a mapping"),
 ])
 def test_bad_messages_name_their_index(tok, messages, index, what):

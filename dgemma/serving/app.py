@@ -17,7 +17,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..chat_format import parse_reply
 from ..engine import GenerationConfig
+from . import chat as chat_io
 from .batcher import BatchEngine, EngineDeadError, QueueFullError, Request, SamplingParams
 from .schemas import (APIError, ChatRequest, CompletionRequest, DetokenizeRequest, InfillRequest, TokenizeRequest,
                       error_body)
@@ -227,8 +229,6 @@ def create_app(state: ServerState) -> FastAPI:
         else:
             checks += [("logprobs", bool(body.logprobs), "logprobs is not supported"),
                        ("top_logprobs", body.top_logprobs is not None, "top_logprobs is not supported"),
-                       ("tools", bool(body.tools), "tools are not supported"),
-                       ("tool_choice", body.tool_choice not in (None, "none"), "tool_choice is not supported"),
                        ("response_format", body.response_format not in (None, {"type": "text"}),
                         "response_format other than text is not supported")]
         for param, bad, msg in checks:
@@ -263,9 +263,10 @@ def create_app(state: ServerState) -> FastAPI:
         return SamplingParams(gen, seed=body.seed, drafts=bool(getattr(body, "drafts", False)))
 
     def run(http: HttpRequest, prompt: list[int], params: SamplingParams, stops: list[str],
-            suffix: list[int] | None = None):
+            suffix: list[int] | None = None, raw: bool = False):
         """Submit a request now (so a full queue is a 503 even for streams) and return an async generator of
-        ("text", delta), ("draft", payload), finally ("done", info)."""
+        ("text", delta), ("draft", payload), finally ("done", info). `raw`: special tokens stay in the text
+        (the chat reply parser reads thoughts and tool calls from them)."""
         eng = state.ready()
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
@@ -283,9 +284,9 @@ def create_app(state: ServerState) -> FastAPI:
             raise APIError(503, str(e), "server_error", code="server_busy") from None
         except EngineDeadError as e:
             raise APIError(503, str(e), "server_error", code="engine_dead") from None
-        return _events(http, eng, req, q, prompt, stops)
+        return _events(http, eng, req, q, prompt, stops, raw)
 
-    async def _events(http, eng, req, q, prompt, stops):
+    async def _events(http, eng, req, q, prompt, stops, raw):
         tok = state.tokenizer
         tokens: list[int] = []
         sent = 0
@@ -314,7 +315,7 @@ def create_app(state: ServerState) -> FastAPI:
                     continue
                 if kind == "tokens":
                     tokens += payload
-                    text = tok.decode(tokens)
+                    text = tok.decode(tokens, skip_special=not raw)
                     cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
                     if cut >= 0:  # a stop sequence: the text ends before it, the request ends now
                         if cut > sent:
@@ -332,7 +333,7 @@ def create_app(state: ServerState) -> FastAPI:
                         sent = safe
                     continue
                 if kind == "done":
-                    text = tok.decode(tokens)
+                    text = tok.decode(tokens, skip_special=not raw)
                     if len(text) > sent:
                         yield "text", text[sent:]
                     finished = True
@@ -360,13 +361,14 @@ def create_app(state: ServerState) -> FastAPI:
     def sse(obj) -> str:
         return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
-    async def stream_openai(gen, make_chunk, include_usage: bool, first: dict | None):
+    async def stream_openai(gen, make_chunk, include_usage: bool, first: dict | None, wrap: bool = True):
+        """SSE chunks of a generator's events; `wrap`: text events carry a string (else a ready delta)."""
         try:
             if first is not None:
                 yield sse(make_chunk(first, None))
             async for kind, payload in gen:
                 if kind == "text":
-                    yield sse(make_chunk({"text": payload}, None))
+                    yield sse(make_chunk({"text": payload} if wrap else payload, None))
                 elif kind == "draft":
                     chunk = make_chunk({}, None)
                     chunk["dgemma_draft"] = payload
@@ -438,42 +440,45 @@ def create_app(state: ServerState) -> FastAPI:
         tok = state.tokenizer
         if not tok.has_chat_template:
             raise APIError(400, "this checkpoint has no chat template; use /v1/completions", param="messages")
-        messages = []
-        for i, m in enumerate(body.messages):
-            content = m.content
-            if isinstance(content, list):
-                if any(part.get("type") != "text" for part in content):
-                    raise APIError(400, "only text content parts are supported", param=f"messages.{i}.content",
-                                   code="unsupported_parameter")
-                content = "".join(part.get("text", "") for part in content)
-            role = "system" if m.role == "developer" else m.role
-            messages.append({"role": role, "content": content})
-        try:
-            ids = tok.apply_chat_template(messages, add_generation_prompt=True)
-        except ValueError as e:
-            raise APIError(400, str(e), param="messages") from None
+        ids, forced, parsed = chat_io.prepare(body, tok)
         max_tokens = body.max_completion_tokens or body.max_tokens
         if max_tokens is None:
             max_tokens = max(1, min(eng.L, eng.context_length - len(ids)))
         params = make_params(body, max_tokens, len(ids), eng)
         state.http["chat"] += 1
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        gen = run(http, ids, params, stops)
+        gen = run(http, ids, params, stops, raw=parsed)
 
         def chunk(delta, finish):
-            if delta is not None and "text" in delta:
-                delta = {"content": delta["text"]}
             return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": state.model_name,
                     "choices": [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None,
                                                           "finish_reason": finish}]}
+
+        async def replies():
+            """Text events become chat deltas; a parsed reply holds back thoughts and calls until they close."""
+            reply = chat_io.ReplyStream(forced)
+            async for kind, payload in gen:
+                if kind == "text":
+                    delta = reply.feed(payload) if parsed else {"content": payload}
+                    if delta:
+                        yield kind, delta
+                elif kind == "done" and parsed:
+                    deltas, reason = reply.finish()
+                    for delta in deltas:
+                        yield "text", delta
+                    yield kind, {**payload, "finish_reason": reason or payload["finish_reason"]}
+                else:
+                    yield kind, payload
         if body.stream:
             include = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(stream_openai(gen, chunk, include, {"role": "assistant", "content": ""}),
-                                     media_type="text/event-stream")
+            return StreamingResponse(stream_openai(replies(), chunk, include, {"role": "assistant", "content": ""},
+                                                   wrap=False), media_type="text/event-stream")
         text, info = await collect(gen)
+        msg, reason = chat_io.message(parse_reply(forced + text)) if parsed else (
+            {"role": "assistant", "content": text}, None)
         return {"id": cid, "object": "chat.completion", "created": created, "model": state.model_name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                             "finish_reason": info["finish_reason"]}],
+                "choices": [{"index": 0, "message": msg, "logprobs": None,
+                             "finish_reason": reason or info["finish_reason"]}],
                 "usage": usage(info)}
 
     @app.post("/infill")

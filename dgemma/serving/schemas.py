@@ -60,9 +60,13 @@ class CompletionRequest(Extensions):
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[dict[str, Any]]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # assistant: [{"id", "type": "function", "function": {...}}]
+    tool_call_id: str | None = None  # tool: which call this answers
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
 
 class ChatRequest(Extensions):
@@ -74,6 +78,7 @@ class ChatRequest(Extensions):
     top_logprobs: int | None = None
     tools: list[Any] | None = None
     tool_choice: Any = None
+    chat_template_kwargs: dict[str, Any] | None = None  # {"enable_thinking": true}
     response_format: dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
 
