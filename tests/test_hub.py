@@ -225,7 +225,7 @@ def test_serve_resolves_the_id_and_uses_the_checkpoints_files(cache, files, monk
     from dgemma.cli import build_parser
     snap = put(cache, "org/chat", files[0] | {"chat_template.jinja": TEMPLATE.encode()})
     seen = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: seen.update(app=self.config.app))
     args = build_parser().parse_args(["serve", "--model", "org/chat@main"])
     assert args.func(args) == 0
     state = seen["app"].state.dgemma

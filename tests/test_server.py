@@ -313,3 +313,61 @@ def test_stop_sequence_and_token_prompt(client):
     assert r.choices[0].text == full[:cut] and r.choices[0].finish_reason == "stop"
     streamed = list(client.completions.create(stop=stop, stream=True, **kw))
     assert "".join(c.choices[0].text for c in streamed if c.choices) == full[:cut]
+
+
+def test_a_request_past_its_deadline_ends_and_frees_its_row(server):
+    url, _ = server
+    before = metric(url, "dgemma_requests_cancelled_total")
+    body = {"model": NAME, "prompt": "x", "max_tokens": 200, "denoising_steps": 48, "seed": 0, "timeout": 0.3}
+    r = post(url, "/v1/completions", body)
+    assert r.status_code == 408 and r.json()["error"]["code"] == "request_timeout", r.text
+    assert "0.3 s deadline" in r.json()["error"]["message"] and r.json()["error"]["param"] == "timeout"
+    with httpx.stream("POST", url + "/v1/completions", json={**body, "stream": True}, headers=auth(), timeout=60) as s:
+        events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
+    assert events[-1]["error"]["code"] == "request_timeout"
+    deadline = time.time() + 20
+    while time.time() < deadline and metric(url, "dgemma_requests_cancelled_total") < before + 2:
+        time.sleep(0.1)
+    assert metric(url, "dgemma_requests_cancelled_total") == before + 2
+    assert metric(url, "dgemma_requests_running") == 0
+
+
+def test_sigterm_drains_then_cancels_and_exits_0(checkpoint):
+    """SIGTERM: new requests get 503 with Retry-After and /health says draining; a short running request finishes,
+    a long one gets a final error event when the drain timeout ends; the process exits 0."""
+    import signal
+    import threading
+    proc, url, _ = start(checkpoint, "--drain-timeout", "2", "--context-length", "512")
+    try:
+        results = {}
+
+        def long_stream():
+            body = {"model": NAME, "prompt": "x", "max_tokens": 480, "denoising_steps": 48, "seed": 0, "stream": True}
+            with httpx.stream("POST", url + "/v1/completions", json=body, timeout=60) as s:
+                results["long"] = [line for line in s.iter_lines() if line.startswith("data: ")]
+
+        def short():
+            results["short"] = httpx.post(url + "/v1/completions", json={"model": NAME, "prompt": "x",
+                                                                          "max_tokens": 8, "denoising_steps": 3},
+                                          timeout=60)
+        threads = [threading.Thread(target=long_stream), threading.Thread(target=short)]
+        for t in threads:
+            t.start()
+        deadline = time.time() + 20
+        while time.time() < deadline and metric(url, "dgemma_requests_running") < 2:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        refused = httpx.post(url + "/v1/completions", json={"model": NAME, "prompt": "x", "max_tokens": 4}, timeout=10)
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+        assert refused.json()["error"]["code"] == "server_draining"
+        health = httpx.get(url + "/health", timeout=10)
+        assert health.status_code == 503 and health.json()["status"] == "draining"
+        for t in threads:
+            t.join(30)
+        assert results["short"].status_code == 200, results["short"].text
+        last = json.loads(results["long"][-2][6:])  # the final event, before [DONE]
+        assert last["error"]["code"] == "server_shutdown" and "drain timeout 2 s" in last["error"]["message"]
+        assert proc.wait(20) == 0
+    finally:
+        stop(proc)

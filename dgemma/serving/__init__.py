@@ -21,6 +21,7 @@ def run(args) -> int:
     except ModuleNotFoundError as e:
         raise ModuleNotFoundError(f"dgemma serve needs {e.name}: pip install 'dgemma[serve]'") from None
     from ..hub import is_hub_id, locate
+    Draining = _draining_server()
     model = str(locate(args.model or default_model_dir(), args.revision))
     name = args.model_name or (args.model.partition("@")[0] if args.model and is_hub_id(args.model) else None)
     path = Path(model)
@@ -28,12 +29,51 @@ def run(args) -> int:
         raise FileNotFoundError(f"{path}: no config.json (the bundled model may not be installed; pass --model DIR)")
     if args.max_batch < 1 or args.max_queue < 0:
         raise ValueError("--max-batch must be >= 1 and --max-queue >= 0")
+    if args.request_timeout is not None and args.request_timeout <= 0 or args.drain_timeout < 0:
+        raise ValueError("--request-timeout must be > 0 and --drain-timeout >= 0")
     state = ServerState(model, model_name=name, max_batch=args.max_batch, max_queue=args.max_queue,
                         context_length=args.context_length, lock_after=args.lock_after, api_key=args.api_key,
-                        dtype=args.dtype, startup_delay=args.startup_delay, device=args.device, compile=args.compile)
-    uvicorn.run(create_app(state), host=args.host, port=args.port, log_level=args.log_level,
-                timeout_graceful_shutdown=2)
+                        dtype=args.dtype, startup_delay=args.startup_delay, device=args.device, compile=args.compile,
+                        request_timeout=args.request_timeout)
+    config = uvicorn.Config(create_app(state), host=args.host, port=args.port, log_level=args.log_level,
+                            timeout_graceful_shutdown=2)
+    Draining(config, state, args.drain_timeout).run()
     return 0
+
+
+def _draining_server():
+    """The uvicorn server class with dgemma's shutdown, built on use so that importing dgemma.serving stays light."""
+    import threading
+    import time
+
+    import uvicorn
+
+    class Draining(uvicorn.Server):
+        """SIGTERM/SIGINT: stop admitting (503 with Retry-After, /health says draining), let running requests
+        finish for up to `drain_timeout` seconds, end the rest with a final error event, then exit 0. A second
+        signal exits at once."""
+
+        def __init__(self, config, state, drain_timeout: float):
+            super().__init__(config)
+            self.state, self.drain_timeout = state, drain_timeout
+
+        def handle_exit(self, sig, frame):
+            if self.state.draining:
+                self.should_exit = self.force_exit = True
+                return
+            self.state.draining = True
+            threading.Thread(target=self._drain, name="dgemma-drain", daemon=True).start()
+
+        def _drain(self):
+            deadline = time.monotonic() + self.drain_timeout
+            while time.monotonic() < deadline and self.state.active:
+                time.sleep(0.05)
+            if self.state.active:
+                self.state.cancel_all(f"the server shut down before this request finished (drain timeout "
+                                      f"{self.drain_timeout:g} s)")
+                time.sleep(0.5)  # the final error events go out before the connections close
+            self.should_exit = True
+    return Draining
 
 
 def register(sub) -> None:
@@ -63,6 +103,11 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--compile", action="store_true", help="run the engine's compiled step (torch.compile; the first "
                    "requests of each batch size pay for compiling)")
+    p.add_argument("--request-timeout", type=float, default=None,
+                   help="seconds a request may take from submission; past it the request ends with a 408 and its row "
+                   "is freed (a request's own `timeout` field overrides it) (default: no limit)")
+    p.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="on SIGTERM, seconds running requests get to finish before they are cancelled (default 30)")
     p.add_argument("--log-level", default="warning", help="uvicorn log level: debug, info, warning, error (default warning)")
     p.add_argument("--startup-delay", type=float, default=0.0, help=argparse_suppress())
     p.set_defaults(func=run)

@@ -32,8 +32,10 @@ class ServerState:
     def __init__(self, model_dir: str, model_name: str | None = None, max_batch: int = 8, max_queue: int = 64,
                  context_length: int | None = None, lock_after: int = 2, api_key: str | None = None,
                  dtype: str = "float32", startup_delay: float = 0.0, device: str | None = None,
-                 compile: bool = False):
-        self.model_dir, self.api_key = model_dir, api_key
+                 compile: bool = False, request_timeout: float | None = None):
+        self.model_dir, self.api_key, self.request_timeout = model_dir, api_key, request_timeout
+        self.draining = False  # SIGTERM: no new requests; running ones finish (see dgemma.serving.run)
+        self.active: set = set()  # the HTTP side's requests in the engine, for cancelling them at shutdown
         self.model_name = model_name or Path(model_dir).name or str(model_dir)
         self.kw = dict(max_batch=max_batch, max_queue=max_queue, context_length=context_length,
                        lock_after=lock_after, compile=compile)
@@ -71,12 +73,21 @@ class ServerState:
             self.status, self.load_error = "error", f"{type(e).__name__}: {e}"
 
     def ready(self) -> BatchEngine:
+        if self.draining:
+            raise APIError(503, "the server is shutting down", "server_error", code="server_draining",
+                           headers={"Retry-After": "5"})
         if self.status == "loading":
             raise APIError(503, "the model is still loading", "server_error", code="model_loading")
         if self.status != "ok" or not self.engine.alive:
             raise APIError(503, f"the engine is not running: {self.load_error or self.engine.error}", "server_error",
                            code="engine_dead")
         return self.engine
+
+    def cancel_all(self, message: str) -> None:
+        """End every request still running with a final error event (after the drain timeout)."""
+        for req in list(self.active):
+            req.emit("shutdown", message)
+            self.engine.cancel(req)
 
 
 class APIKeyMiddleware:
@@ -121,7 +132,8 @@ def create_app(state: ServerState) -> FastAPI:
     @app.exception_handler(APIError)
     async def _api_error(request, exc: APIError):
         state.http["errors"] += 1
-        return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status)
+        return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status,
+                            headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request, exc: RequestValidationError):
@@ -149,6 +161,8 @@ def create_app(state: ServerState) -> FastAPI:
     # --- simple endpoints ---------------------------------------------------------------------------------------
     @app.get("/health")
     async def health():
+        if state.draining:
+            return JSONResponse({"status": "draining"}, status_code=503, headers={"Retry-After": "5"})
         if state.status == "loading":
             return JSONResponse({"status": "loading"}, status_code=503)
         if state.status != "ok" or not state.engine.alive:
@@ -263,10 +277,11 @@ def create_app(state: ServerState) -> FastAPI:
         return SamplingParams(gen, seed=body.seed, drafts=bool(getattr(body, "drafts", False)))
 
     def run(http: HttpRequest, prompt: list[int], params: SamplingParams, stops: list[str],
-            suffix: list[int] | None = None, raw: bool = False):
+            suffix: list[int] | None = None, raw: bool = False, timeout: float | None = None):
         """Submit a request now (so a full queue is a 503 even for streams) and return an async generator of
         ("text", delta), ("draft", payload), finally ("done", info). `raw`: special tokens stay in the text
-        (the chat reply parser reads thoughts and tool calls from them)."""
+        (the chat reply parser reads thoughts and tool calls from them). `timeout`: seconds from now (default: the
+        server's --request-timeout) after which the request ends with a 408 and its row is freed."""
         eng = state.ready()
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
@@ -278,27 +293,36 @@ def create_app(state: ServerState) -> FastAPI:
                 req.cancelled = True
 
         req = Request(prompt, params, emit, suffix=suffix)
+        timeout = timeout or state.request_timeout
         try:
             eng.submit(req)
         except QueueFullError as e:
             raise APIError(503, str(e), "server_error", code="server_busy") from None
         except EngineDeadError as e:
             raise APIError(503, str(e), "server_error", code="engine_dead") from None
-        return _events(http, eng, req, q, prompt, stops, raw)
+        state.active.add(req)
+        return _events(http, eng, req, q, prompt, stops, raw, timeout)
 
-    async def _events(http, eng, req, q, prompt, stops, raw):
+    async def _events(http, eng, req, q, prompt, stops, raw, timeout):
         tok = state.tokenizer
         tokens: list[int] = []
         sent = 0
         hold = max((len(s) for s in stops), default=1) - 1
         finished = False
         checked = time.monotonic()
+        deadline = None if timeout is None else req.submitted + timeout
         try:
             while True:
+                wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
                 try:
-                    kind, payload = await asyncio.wait_for(q.get(), 0.5)
+                    kind, payload = await asyncio.wait_for(q.get(), wait)
                 except asyncio.TimeoutError:
                     kind = None
+                if kind is None and deadline is not None and time.monotonic() >= deadline:
+                    raise APIError(408, f"the request did not finish within its {timeout:g} s deadline",
+                                   "timeout_error", param="timeout", code="request_timeout")
+                if kind == "shutdown":
+                    raise APIError(503, payload, "server_error", code="server_shutdown")
                 if time.monotonic() - checked > 0.5 or kind is None:  # the client may have gone away
                     checked = time.monotonic()
                     if await http.is_disconnected():
@@ -340,6 +364,7 @@ def create_app(state: ServerState) -> FastAPI:
                     yield "done", payload
                     return
         finally:
+            state.active.discard(req)
             if not finished:
                 eng.cancel(req)
 
@@ -417,7 +442,7 @@ def create_app(state: ServerState) -> FastAPI:
         params = make_params(body, body.max_tokens, len(ids) + len(suffix or []), eng)
         state.http["completions"] += 1
         cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        gen = run(http, ids, params, stops, suffix)
+        gen = run(http, ids, params, stops, suffix, timeout=body.timeout)
 
         def chunk(delta, finish):
             return {"id": cid, "object": "text_completion", "created": created, "model": state.model_name,
@@ -447,7 +472,7 @@ def create_app(state: ServerState) -> FastAPI:
         params = make_params(body, max_tokens, len(ids), eng)
         state.http["chat"] += 1
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        gen = run(http, ids, params, stops, raw=parsed)
+        gen = run(http, ids, params, stops, raw=parsed, timeout=body.timeout)
 
         def chunk(delta, finish):
             return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": state.model_name,

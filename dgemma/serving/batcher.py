@@ -61,7 +61,7 @@ class SamplingParams:
     drafts: bool = False  # stream the denoising drafts
 
 
-@dataclass
+@dataclass(eq=False)  # a request is itself, not its contents: two identical prompts are two requests
 class Request:
     """What the HTTP side submits; events come back through `emit` (called from the engine thread)."""
     prompt: list[int]

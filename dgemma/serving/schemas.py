@@ -10,9 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class APIError(Exception):
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
+                 code: str | None = None, headers: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+        self.headers = headers
 
 
 def error_body(message, type_="invalid_request_error", param=None, code=None) -> dict:
@@ -35,6 +36,7 @@ class Extensions(BaseModel):
     entropy_bound: float | None = Field(None, gt=0)
     confidence_tau: float | None = Field(None, gt=0, le=1)
     drafts: bool = False  # stream `dgemma_draft` events carrying the denoising canvas
+    timeout: float | None = Field(None, gt=0)  # seconds from submission; past it the request ends with an error
     user: str | None = None
     presence_penalty: float | None = 0.0
     frequency_penalty: float | None = 0.0
