@@ -153,6 +153,9 @@ def load_model(model_cls, path_or_preset, dtype=torch.float32, device="cpu", see
                     tensor = handle.get_tensor(key)
                 except SafetensorError as e:
                     raise CheckpointError(f"{file}: cannot read {key} (truncated or corrupt: {e})") from None
+                if tensor.is_floating_point() != expected[ours].is_floating_point():
+                    raise CheckpointError(f"{file}: {key} is stored as {str(tensor.dtype).removeprefix('torch.')}, "
+                                          "not a floating-point dtype like the model's weights")
                 _assign(model, ours, tensor.to(device=device, dtype=dtype))
                 loaded.add(ours)
     missing = sorted(set(expected) - loaded)

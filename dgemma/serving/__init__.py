@@ -34,7 +34,7 @@ def run(args) -> int:
     state = ServerState(model, model_name=name, max_batch=args.max_batch, max_queue=args.max_queue,
                         context_length=args.context_length, lock_after=args.lock_after, api_key=args.api_key,
                         dtype=args.dtype, startup_delay=args.startup_delay, device=args.device, compile=args.compile,
-                        request_timeout=args.request_timeout)
+                        request_timeout=args.request_timeout, exit_on_load_error=args.exit_on_load_error)
     config = uvicorn.Config(create_app(state), host=args.host, port=args.port, log_level=args.log_level,
                             timeout_graceful_shutdown=2)
     Draining(config, state, args.drain_timeout).run()
@@ -108,6 +108,9 @@ def register(sub) -> None:
                    "is freed (a request's own `timeout` field overrides it) (default: no limit)")
     p.add_argument("--drain-timeout", type=float, default=30.0,
                    help="on SIGTERM, seconds running requests get to finish before they are cancelled (default 30)")
+    p.add_argument("--exit-on-load-error", action="store_true",
+                   help="exit with status 3 when the model fails to load (default: keep serving /health with the "
+                   "error, 503 elsewhere)")
     p.add_argument("--log-level", default="warning", help="uvicorn log level: debug, info, warning, error (default warning)")
     p.add_argument("--startup-delay", type=float, default=0.0, help=argparse_suppress())
     p.set_defaults(func=run)

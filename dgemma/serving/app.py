@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -32,8 +33,9 @@ class ServerState:
     def __init__(self, model_dir: str, model_name: str | None = None, max_batch: int = 8, max_queue: int = 64,
                  context_length: int | None = None, lock_after: int = 2, api_key: str | None = None,
                  dtype: str = "float32", startup_delay: float = 0.0, device: str | None = None,
-                 compile: bool = False, request_timeout: float | None = None):
+                 compile: bool = False, request_timeout: float | None = None, exit_on_load_error: bool = False):
         self.model_dir, self.api_key, self.request_timeout = model_dir, api_key, request_timeout
+        self.exit_on_load_error = exit_on_load_error
         self.draining = False  # SIGTERM: no new requests; running ones finish (see dgemma.serving.run)
         self.active: set = set()  # the HTTP side's requests in the engine, for cancelling them at shutdown
         self.model_name = model_name or Path(model_dir).name or str(model_dir)
@@ -61,7 +63,7 @@ class ServerState:
             self.tokenizer = (Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file()
                               else Tokenizer.from_file(default_tokenizer_path()))
             if self.tokenizer.vocab_size > model.config.vocab_size:
-                raise ValueError(f"tokenizer has {self.tokenizer.vocab_size} tokens but the model only "
+                raise ValueError(f"{path}: tokenizer has {self.tokenizer.vocab_size} tokens but the model only "
                                  f"{model.config.vocab_size}")
             self.defaults = dict(model.generation_defaults)
             self.engine = BatchEngine(model, **self.kw).start()
@@ -71,6 +73,9 @@ class ServerState:
         except BaseException as e:  # noqa: BLE001
             log.exception("loading failed")
             self.status, self.load_error = "error", f"{type(e).__name__}: {e}"
+            if self.exit_on_load_error:  # a supervisor restarts or reports it; nothing is served meanwhile
+                print(f"dgemma serve: error: {e}", file=sys.stderr, flush=True)
+                os._exit(3)
 
     def ready(self) -> BatchEngine:
         if self.draining:
