@@ -108,7 +108,7 @@ class ReplyStream:
     is held until its closing marker (or the end) and never leaks into `content`."""
 
     def __init__(self, forced: str = ""):
-        self.text, self.sent = forced, 0
+        self.text, self.sent = forced, ""  # the reply so far, and the content already sent
 
     def _safe(self) -> int:
         """How far the text is plain content: up to the first opener still waiting for its closer, or a
@@ -130,8 +130,8 @@ class ReplyStream:
         """The content delta once `delta` is appended (None when nothing new settled)."""
         self.text += delta
         content = parse_reply(self.text[:self._safe()]).content
-        if len(content) > self.sent and content.startswith(content[:self.sent]):
-            out, self.sent = content[self.sent:], len(content)
+        if len(content) > len(self.sent) and content.startswith(self.sent):  # content only grows: never retracted
+            out, self.sent = content[len(self.sent):], content
             return {"content": out}
         return None
 
@@ -139,8 +139,8 @@ class ReplyStream:
         """The last deltas (the rest of the content, reasoning_content, tool_calls) and the finish reason."""
         reply = parse_reply(self.text)
         deltas = []
-        if len(reply.content) > self.sent:
-            deltas.append({"content": reply.content[self.sent:]})
+        if len(reply.content) > len(self.sent) and reply.content.startswith(self.sent):
+            deltas.append({"content": reply.content[len(self.sent):]})
         if reply.reasoning:
             deltas.append({"reasoning_content": reply.reasoning, "reasoning": reply.reasoning})
         if reply.tool_calls:
