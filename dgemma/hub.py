@@ -95,8 +95,8 @@ def _fetch(repo: str, rev: str | None, files: list[str], required: bool) -> Path
         except E.RevisionNotFoundError:
             raise HubError(f"{repo}: revision {rev!r} does not exist") from None
         except E.RepositoryNotFoundError:
-            raise HubError(f"{repo}: no such repository, or it is private and HF_TOKEN is not set or lacks access"
-                           ) from None
+            raise HubError(f"{repo}: no such repository, or it is private and HF_TOKEN is not set or lacks access "
+                           "(and there is no local directory of that name)") from None
         except E.RemoteEntryNotFoundError:
             if not required:
                 return None
@@ -112,7 +112,7 @@ def _fetch(repo: str, rev: str | None, files: list[str], required: bool) -> Path
                                                                     " and the hub cannot be reached")) from None
             raise HubError(f"{repo}: {file} is not in the cache at {where}"
                            + (" (HF_HUB_OFFLINE is set)" if offline() else " and the hub cannot be reached")
-                           ) from None
+                           + ("; there is no local directory of that name either" if file == CONFIG else "")) from None
     return snap
 
 
