@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Reproduce the bundled code model (issue #6): block-diffusion pretraining on the Python standard library
-# (held-out modules excluded), packed sequences of a random 1..64-token prefix + 3 canvases of 64, every canvas
-# supervised, two threads on a 2-core CPU. The bundled weights came from three runs of this script, each
-# continuing the last one's checkpoint (optimizer and random state included):
-#   bash scripts/train_code.sh                                         # steps 1-2800, 87 min (2026-11-24)
-#   STEPS=6000 bash scripts/train_code.sh --resume --stop-after 3330   # schedule stretched; stopped at 3330
-#   STEPS=5200 bash scripts/train_code.sh --resume                     # steps 3331-5200
-# About 2 h 40 min of training in all; held-out losses in README.md.
+# The code model of issue #25: block diffusion on the generated function corpus (dgemma.tasks.code_corpus, training
+# split only), one document per example cut into a prompt and the rest at a line end, 30% of the canvases keeping
+# one clean span as an infill's suffix does; two threads on a 2-core CPU.
+#   python scripts/train_tokenizer.py                       # dgemma/assets/code/tokenizer.json, 2048 tokens
+#   STEPS=1600 bash scripts/train_code.sh                   # then, to continue a stopped run:
+#   STEPS=1600 bash scripts/train_code.sh --resume
+# In progress: until this run's weights replace them, the bundled weights and tokenizer are the standard-library
+# model's (`git show 97ee13e:scripts/train_code.sh` reproduces it, with that commit's tokenizer script).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MC='{"vocab_size":4096,"hidden_size":256,"intermediate_size":384,"num_layers":6,"num_heads":4,"num_kv_heads":2,"head_dim":64,"global_head_dim":128,"num_global_kv_heads":1,"sliding_window":256,"layer_types":["sliding_attention","sliding_attention","full_attention","sliding_attention","sliding_attention","full_attention"],"num_experts":8,"top_k_experts":2,"moe_intermediate_size":128,"canvas_length":64,"max_position_embeddings":4096}'
-OUT=${OUT:-runs/code}
+MC='{"vocab_size":2048,"hidden_size":256,"intermediate_size":384,"num_layers":6,"num_heads":4,"num_kv_heads":2,"head_dim":64,"global_head_dim":128,"num_global_kv_heads":1,"sliding_window":128,"layer_types":["sliding_attention","sliding_attention","full_attention","sliding_attention","sliding_attention","full_attention"],"num_experts":8,"top_k_experts":2,"moe_intermediate_size":128,"canvas_length":128,"max_position_embeddings":4096}'
+OUT=${OUT:-runs/code25}
 mkdir -p "$OUT"
-python -m dgemma.training.cli --data stdlib --tokenizer dgemma/assets/code/tokenizer.json --init tiny --model-config "$MC" \
-  --canvases 3 --steps ${STEPS:-2800} --batch-size 8 --lr 1e-3 --warmup 100 --supervise all --encoder-loss-weight 1.0 \
-  --threads 2 --seed 0 --eval-every 200 --eval-batches 4 --log-every 10 --save-every-min 5 \
-  --out "$OUT" --export ${EXPORT:-dgemma/assets/code} "$@"
+python -m dgemma.training.cli --data code --tokenizer dgemma/assets/code/tokenizer.json --init tiny --model-config "$MC" \
+  --steps ${STEPS:-1600} --batch-size 16 --lr 1e-3 --warmup 100 --supervise all --encoder-loss-weight 1.0 \
+  --clean-span 0.3 --threads 2 --seed 0 --eval-every 200 --eval-batches 4 --log-every 10 --save-every-min 5 \
+  --out "$OUT" --export ${EXPORT:-runs/code25/export} "$@"

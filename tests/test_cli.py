@@ -168,6 +168,23 @@ def test_bundled_model_generates_from_the_console_script():
     assert r.stdout.strip()
 
 
+def test_tries_keeps_the_first_sample_that_parses(ckpt, capsys, monkeypatch):
+    import dgemma.commands.generate as G
+    seen = []
+    monkeypatch.setattr(G, "python_parses", lambda source: seen.append(source) or len(seen) == 2)
+    rc, out, err = run(["generate", "def f(x):", "--model", str(ckpt), "--tries", "3", "--json", "--seed", "4",
+                        "--max-new-tokens", "16", "--steps", "2"], capsys)
+    assert rc == 0 and json.loads(out)["tries"] == 2 and json.loads(out)["parses"] is True
+    assert len(seen) == 2 and seen[0] != seen[1]  # the second try drew with the next seed
+    assert seen[1] == "def f(x):" + json.loads(out)["text"]
+    monkeypatch.setattr(G, "python_parses", lambda source: False)
+    rc, out, err = run(["generate", "def f(x):", "--model", str(ckpt), "--tries", "2", "--quiet", "--seed", "4",
+                        "--max-new-tokens", "16", "--steps", "2"], capsys)
+    assert rc == 0 and "try 2 of 2 does not parse as Python; keeping it" in err
+    rc, _, err = run(["generate", "x", "--model", str(ckpt), "--tries", "0"], capsys)
+    assert rc == 2 and "--tries must be at least 1" in err
+
+
 def test_output_into_a_closed_pipe_ends_quietly():
     """`dgemma generate ... | head -1`: the reader leaves early; no traceback, the shell's SIGPIPE status."""
     import subprocess

@@ -185,18 +185,46 @@ def make_view(args, tokenizer):
 def run_generate(args) -> int:
     if not args.prompt.strip():
         raise CommandError("empty prompt: give the text to continue")
+    if args.tries < 1:
+        raise CommandError(f"--tries must be at least 1, got {args.tries}")
     model, tok = load(args)
     cfg = generation_config(args, model, tok)
     ids = tok.encode(args.prompt, add_bos=True)
     check_context(model, len(ids), cfg.max_new_tokens)
     view = make_view(args, tok)
-    if view:
-        print(f"\x1b[1m{args.prompt}\x1b[0m", end="", flush=True)
-    out, new_ids, seconds = run_generation(Engine(model, compile=args.compile), ids, cfg, args.seed, tok, view)
-    text = tok.decode(new_ids)
+    engine = Engine(model, compile=args.compile)
+    base = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+    extra = {}
+    for attempt in range(args.tries):
+        if view:
+            print(f"\x1b[1m{args.prompt}\x1b[0m", end="", flush=True)
+        out, new_ids, seconds = run_generation(engine, ids, cfg, base + attempt, tok, view)
+        text = tok.decode(new_ids)
+        if args.tries == 1:
+            break
+        ok = python_parses(args.prompt + text)
+        extra = {"tries": attempt + 1, "parses": ok}
+        if ok:
+            break
+        if view:
+            view.finish(text)
+            view.lines = 0
+        if not args.json:
+            print(f"dgemma generate: try {attempt + 1} of {args.tries} does not parse as Python"
+                  + ("; trying the next seed" if attempt + 1 < args.tries else "; keeping it"), file=sys.stderr)
     report(args, out, text if view or args.json or args.quiet else args.prompt + text, new_ids, seconds, len(ids),
-           view)
+           view, **extra)
     return 0
+
+
+def python_parses(source: str) -> bool:
+    """The `--tries` check: whether the prompt and its continuation parse as Python."""
+    import ast
+    try:
+        ast.parse(source)
+        return True
+    except (SyntaxError, ValueError):
+        return False
 
 
 # --- infill and edit -------------------------------------------------------------------------------------
@@ -287,6 +315,9 @@ def register(sub) -> None:
     p.add_argument("--compile", action="store_true",
                    help="compile the denoising step and the canvas commits (torch.compile; CUDA graphs on GPU): "
                    "pays off on long or repeated generations, the first canvas pays for compilation")
+    p.add_argument("--tries", type=int, default=1,
+                   help="generate up to N samples (seeds SEED, SEED+1, ...) and keep the first whose prompt + text "
+                   "parses as Python: a cheap check on fast drafts, for code models (default 1)")
     add_model_args(p)
     add_sampling_args(p)
     add_output_args(p)

@@ -1,18 +1,21 @@
-"""Infilling evaluation of a code model on held-out standard-library modules.
+"""Evaluation of the bundled code model on held-out variants of its function corpus (dgemma.tasks.code_corpus).
 
-Tasks cut one line (single-line) or 2-4 consecutive lines (multi-line) out of a held-out module; the model
-fills them from the code before (encoder) and after (clamped on the canvas). Reported per task type and
-method: exact match (ignoring trailing whitespace), the share of infilled files that still `ast.parse`,
-and tokens per forward. Methods: diffusion with the true gap length, diffusion choosing the gap length
-itself, and autoregressive decoding of the same weights from the prefix alone.
+Tasks, each on variants never trained on:
+- complete: from the `def` line of a descriptive-name variant, write the function;
+- complete+doc: from the `def` line and the docstring (generic names included: the docstring says what to write);
+- infill-body: the whole body between the `def` line and the assert that calls the function after it;
+- infill-line: one missing line of the body, between the lines before and after it.
 
-    python -m dgemma.tasks.code_eval --model dgemma/assets/code --tasks 100 --json
+Each result is scored by running the completed function against its family's tests (pass rate) and by
+`ast.parse` (parse rate); infills also by exact match. Methods: block diffusion (infill: choosing the gap length
+itself, and with the true length given) and autoregressive decoding of the same weights from the prefix alone.
+
+    python -m dgemma.tasks.code_eval --tasks 200
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import random
 import sys
@@ -20,90 +23,116 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import code_corpus
+from .code_corpus.family import Variant, passes
+from ..commands.generate import python_parses
 from ..engine import Engine, GenerationConfig
 from ..model import DiffusionGemma
 
-METHODS = ("diffusion-gap-given", "diffusion-gap-found", "ar-prefix-only")
+TASKS = ("complete", "complete+doc", "infill-body", "infill-line")
+METHODS = {"complete": ("diffusion", "ar"), "complete+doc": ("diffusion", "ar"),
+           "infill-body": ("diffusion", "diffusion-gap-given", "ar-prefix-only"),
+           "infill-line": ("diffusion", "diffusion-gap-given", "ar-prefix-only")}
 
 
 @dataclass
 class Task:
-    module: str
+    variant: Variant
     prefix: str
-    span: str
-    suffix: str
-    kind: str  # "single-line" or "multi-line"
+    gap: str      # the reference answer: for completions, the rest of the document
+    suffix: str   # "" for completions
 
 
-def make_tasks(files: list[Path], n: int, kind: str, seed: int) -> list[Task]:
-    """Cut spans of non-blank, non-comment lines at random places; deterministic for a seed."""
+def function_part(text: str) -> str:
+    """The first function of `text`: its lines up to the first non-blank line that is not indented."""
+    lines = text.split("\n")
+    end = next((i for i in range(1, len(lines)) if lines[i].strip() and not lines[i][0].isspace()), len(lines))
+    return "\n".join(lines[:end]).rstrip() + "\n"
+
+
+def make_tasks(kind: str, n: int, seed: int) -> list[Task]:
+    """n tasks of one kind, sampled from the held-out split; deterministic for a seed."""
     rng = random.Random(f"{seed}-{kind}")
-    sources = [(f.name, f.read_text(encoding="utf-8").splitlines(keepends=True)) for f in sorted(files)]
+    descriptive, generic = code_corpus.corpus("heldout")
     tasks = []
     while len(tasks) < n:
-        name, lines = rng.choice(sources)
-        width = 1 if kind == "single-line" else rng.randint(2, 4)
-        start = rng.randrange(1, max(2, len(lines) - width))
-        span = lines[start:start + width]
-        if len(span) < width or any(not s.strip() or s.strip().startswith("#") for s in span):
-            continue
-        tasks.append(Task(name, "".join(lines[:start]), "".join(span), "".join(lines[start + width:]), kind))
+        pool = generic if kind != "complete" and rng.random() < code_corpus.GENERIC_SHARE else descriptive
+        v = pool[rng.randrange(len(pool))]
+        text = code_corpus.document(v, rng.randrange(len(v.family.tests)))
+        ends = [i for i, ch in enumerate(text) if ch == "\n"]  # cuts fall just before a newline
+        head = 2 if v.doc is not None else 1  # the def line, and the docstring line
+        body_lines = v.body().count("\n")
+        if kind == "complete":
+            tasks.append(Task(v, text[:ends[0]], text[ends[0]:], ""))
+        elif kind == "complete+doc":
+            if v.doc is not None:
+                tasks.append(Task(v, text[:ends[1]], text[ends[1]:], ""))
+        elif kind == "infill-body":
+            last = ends[head + body_lines - 1]  # the newline after the body's last line
+            tasks.append(Task(v, text[:ends[0]], text[ends[0]:last], text[last:]))
+        elif body_lines >= 2:  # infill-line: one of the body's lines
+            k = head - 1 + rng.randrange(body_lines)
+            tasks.append(Task(v, text[:ends[k]], text[ends[k]:ends[k + 1]], text[ends[k + 1]:]))
     return tasks
+
+
+def run(engine: Engine, tok, task: Task, kind: str, method: str, cfg: GenerationConfig, seed: int):
+    """(the completed function's source, the generated gap or continuation, tokens per forward)."""
+    prefix_ids = [tok.bos_id] + tok.encode(task.prefix)
+    L = engine.model.config.canvas_length
+    if method.startswith("ar"):
+        budget = 2 * L if kind.startswith("complete") else len(tok.encode(task.gap)) + 16
+        out = engine.generate_ar([prefix_ids], max_new_tokens=budget, eos_token_id=cfg.eos_token_id,
+                                 pad_token_id=cfg.pad_token_id)
+        text = tok.decode(out.sequences[0, len(prefix_ids):].tolist())
+        if kind == "infill-line":  # the gap is one line: keep the first line AR writes
+            nl = text.find("\n", 1)
+            text = text if nl < 0 else text[:nl]
+        elif kind == "infill-body":
+            text = function_part(task.prefix + text)[len(task.prefix):].rstrip("\n")
+        return function_part(task.prefix + text + task.suffix), text, float(out.tokens_per_forward[0])
+    if kind.startswith("complete"):
+        out = engine.generate([prefix_ids], cfg, seed=seed)
+        text = tok.decode(out.sequences[0, len(prefix_ids):].tolist())
+        return function_part(task.prefix + text), text, float(out.tokens_per_forward[0])
+    suffix_ids = tok.encode(task.suffix)
+    gap = len(tok.encode(task.gap))
+    result = engine.infill(prefix_ids, suffix_ids, cfg=cfg, seed=seed,
+                           gap_length=min(gap, L - 1) if method == "diffusion-gap-given" else None,
+                           max_gap=min(L - 1, 2 * gap + 8) if method == "diffusion" else None)
+    text = tok.decode(result.tokens)
+    return function_part(task.prefix + text + task.suffix), text, result.tokens_per_forward
 
 
 def same(a: str, b: str) -> bool:
     return [x.rstrip() for x in a.strip("\n").split("\n")] == [x.rstrip() for x in b.strip("\n").split("\n")]
 
 
-def parses(text: str) -> bool:
-    try:
-        ast.parse(text)
-        return True
-    except (SyntaxError, ValueError):
-        return False
-
-
-def fill(engine: Engine, tok, task: Task, method: str, cfg: GenerationConfig, max_prefix: int, seed: int):
-    prefix_ids = tok.encode(task.prefix)[-max_prefix:]
-    prefix_ids = [tok.bos_id] + prefix_ids
-    span_ids = tok.encode(task.span)
-    L = engine.model.config.canvas_length
-    if method == "ar-prefix-only":
-        out = engine.generate_ar([prefix_ids], max_new_tokens=len(span_ids) + 8, eos_token_id=cfg.eos_token_id,
-                                 pad_token_id=cfg.pad_token_id)
-        text = tok.decode(out.sequences[0, len(prefix_ids):].tolist())
-        lines = text.splitlines(keepends=True)[:task.span.count("\n") or 1]  # as many lines as the gap had
-        return "".join(lines), float(out.tokens_per_forward[0])
-    gap = min(len(span_ids), L - 1) if method == "diffusion-gap-given" else None
-    result = engine.infill(prefix_ids, tok.encode(task.suffix), gap_length=gap, cfg=cfg, seed=seed,
-                           max_gap=min(L - 1, 4 * len(span_ids) + 8) if gap is None else None)
-    return tok.decode(result.tokens), result.tokens_per_forward
-
-
-def evaluate(model_dir: str, n: int, methods, steps: int, max_prefix: int, seed: int = 0) -> list[dict]:
+def evaluate(model_dir: str, n: int, kinds, steps: int | None, seed: int = 0, progress: bool = True) -> list[dict]:
     from tqdm import tqdm
 
-    from ..tokenizer import Tokenizer, stdlib_files
+    from ..tokenizer import Tokenizer
     model = DiffusionGemma.from_pretrained(model_dir).eval()
     tok = Tokenizer.from_dir(model_dir)
     engine = Engine(model)
-    cfg = GenerationConfig.from_checkpoint(model.generation_defaults,
-                                           max_new_tokens=model.config.canvas_length, max_denoising_steps=steps,
-                                           eos_token_id=tuple(tok.stop_ids), pad_token_id=tok.pad_id)
-    files = stdlib_files(held_out=True)
+    cfg = GenerationConfig.from_checkpoint(model.generation_defaults, max_new_tokens=2 * model.config.canvas_length,
+                                           max_denoising_steps=steps, eos_token_id=tuple(tok.stop_ids),
+                                           pad_token_id=tok.pad_id)
     rows = []
-    for kind in ("single-line", "multi-line"):
-        tasks = make_tasks(files, n, kind, seed)
-        for method in methods:
-            exact = valid = 0
+    for kind in kinds:
+        tasks = make_tasks(kind, n, seed)
+        for method in METHODS[kind]:
+            passed = parsed = exact = 0
             tpf, start = [], time.perf_counter()
-            for i, task in enumerate(tqdm(tasks, desc=f"{kind} {method}", disable=not sys.stderr.isatty())):
-                text, t = fill(engine, tok, task, method, cfg, max_prefix, seed + i)
-                exact += same(text, task.span)
-                valid += parses(task.prefix + text + ("" if text.endswith("\n") else "\n") + task.suffix)
+            bar = tqdm(tasks, desc=f"{kind} {method}", disable=not (progress and sys.stderr.isatty()))
+            for i, task in enumerate(bar):
+                source, text, t = run(engine, tok, task, kind, method, cfg, seed + i)
+                parsed += python_parses(source)
+                passed += passes(source, task.variant.name, task.variant.family)
+                exact += bool(task.suffix) and same(text, task.gap)
                 tpf.append(t)
-            rows.append({"task": kind, "method": method, "tasks": n, "exact_match": exact / n,
-                         "ast_valid": valid / n, "tokens_per_forward": sum(tpf) / n,
+            rows.append({"task": kind, "method": method, "tasks": n, "pass_rate": passed / n, "parse_rate": parsed / n,
+                         "exact_match": exact / n if task.suffix else None, "tokens_per_forward": sum(tpf) / n,
                          "seconds_per_task": (time.perf_counter() - start) / n})
     return rows
 
@@ -112,35 +141,39 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m dgemma.tasks.code_eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=str(Path(__file__).resolve().parent.parent / "assets" / "code"),
                    help="code checkpoint directory with tokenizer.json (default: the bundled model)")
-    p.add_argument("--tasks", type=int, default=100, help="tasks per type (default 100)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods to compare")
-    p.add_argument("--steps", type=int, default=24, help="maximum denoising steps per canvas (default 24)")
-    p.add_argument("--max-prefix", type=int, default=384, help="prefix tokens kept before the gap (default 384)")
+    p.add_argument("--tasks", type=int, default=200, help="tasks per type (default 200)")
+    p.add_argument("--kinds", nargs="+", default=list(TASKS), choices=TASKS, help="task types to run (default: all)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="maximum denoising steps per canvas (default: the checkpoint's)")
     p.add_argument("--seed", type=int, default=0, help="task sampling and generation seed (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--save", metavar="NAME", default=None,
                    help="also save the table as bench/results/NAME.json for BENCHMARKS.md")
     args = p.parse_args(argv)
+    if args.tasks < 1:
+        p.error("--tasks must be >= 1")
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    rows = evaluate(args.model, args.tasks, args.methods, args.steps, args.max_prefix, args.seed)
+    rows = evaluate(args.model, args.tasks, args.kinds, args.steps, args.seed)
+    pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
     if args.save:
         from ..bench.report import save_table
         cmd = "python -m dgemma.tasks.code_eval " + " ".join(sys.argv[1:] if argv is None else argv)
-        save_table(args.save, f"Code infilling on held-out standard-library modules ({Path(args.model).name})", cmd,
-                   ["task", "method", "tasks", "exact match", "ast.parse valid", "tokens per forward", "s per task"],
-                   [[r["task"], r["method"], r["tasks"], f"{100 * r['exact_match']:.1f}%", f"{100 * r['ast_valid']:.1f}%",
-                     f"{r['tokens_per_forward']:.2f}", f"{r['seconds_per_task']:.2f}"] for r in rows],
-                   text=("Single-line: one line cut out of a held-out module; multi-line: 2-4 lines. Diffusion fills "
-                         "the gap between the prefix (encoder) and the clamped suffix, with the true gap length or "
-                         "finding it (ending the gap with EOS/pad); AR decodes the same weights from the prefix alone "
-                         f"and keeps as many lines as the gap had. At most {args.steps} denoising steps per canvas."))
+        save_table(args.save, f"Code model on held-out function variants ({Path(args.model).name})", cmd,
+                   ["task", "method", "tasks", "test pass", "parses", "exact match", "tokens per forward", "s per task"],
+                   [[r["task"], r["method"], r["tasks"], pct(r["pass_rate"]), pct(r["parse_rate"]),
+                     pct(r["exact_match"]), f"{r['tokens_per_forward']:.2f}", f"{r['seconds_per_task']:.2f}"]
+                    for r in rows],
+                   text=(f"{len(code_corpus.families())} function families; every task is a variant (name, "
+                         "parameters, docstring, hints, implementation) held out of training. Test pass: the "
+                         "completed function returns what its family's tests expect. Diffusion infill finds the gap "
+                         "length itself unless it is given; AR decodes the same weights from the prefix alone."))
     for r in rows:
         print(json.dumps(r) if args.json else
-              f"{r['task']:11s} {r['method']:20s} exact {100 * r['exact_match']:5.1f}%  ast-valid "
-              f"{100 * r['ast_valid']:5.1f}%  tokens/forward {r['tokens_per_forward']:5.2f}  "
+              f"{r['task']:13s} {r['method']:20s} pass {pct(r['pass_rate']):>6s}  parses {pct(r['parse_rate']):>6s}  "
+              f"exact {pct(r['exact_match']):>6s}  tokens/forward {r['tokens_per_forward']:5.2f}  "
               f"{r['seconds_per_task']:.2f} s/task")
     return 0
 

@@ -12,7 +12,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--model-config", default=None, help="JSON object of ModelConfig fields overriding --init's config (fresh weights)")
     a("--out", default="runs/train", help="output directory (metrics, checkpoints)")
     a("--export", default=None, help="also write bf16 weights (+ tokenizer.json) here at every checkpoint")
-    a("--data", default=None, help="training data: 'sudoku[:N]', 'stdlib', a .jsonl SFT file, or text files (comma-separated)")
+    a("--data", default=None, help="training data: 'sudoku[:N]', 'code' (the generated function corpus), 'stdlib', a .jsonl SFT file, or text files (comma-separated)")
     a("--eval-data", default=None, help="held-out data (same kinds as --data); default: 5%% split off --data")
     a("--tokenizer", default=None, help="tokenizer.json for text data")
     a("--steps", type=int, default=1000, help="optimizer steps")
@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     a("--clip", type=float, default=1.0, help="gradient clipping norm")
     a("--supervise", choices=("one", "all"), default="one", help="supervise one random canvas per example or all")
+    a("--clean-span", type=float, default=0.0,
+      help="probability that a supervised canvas keeps one random span clean, as an infill's suffix is (default 0)")
     a("--encoder-loss-weight", type=float, default=1.0, help="weight of the encoder's next-token loss")
     a("--decoder-loss-weight", type=float, default=1.0,
       help="weight of the diffusion loss; 0 trains the autoregressive baseline (encoder loss only, no decoder pass)")
@@ -75,6 +77,8 @@ def finish(p, args, argv=None):
         p.error("--dist fsdp with --lora-rank is not supported; use --dist ddp (the adapters are small)")
     if args.decoder_loss_weight == 0 and args.encoder_loss_weight == 0:
         p.error("--encoder-loss-weight and --decoder-loss-weight cannot both be 0")
+    if not 0 <= args.clean_span <= 1:
+        p.error("--clean-span must be between 0 and 1")
     for name in ("steps", "batch_size", "accum", "canvases"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")

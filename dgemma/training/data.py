@@ -126,6 +126,30 @@ def read_jsonl(path, tokenizer) -> list[tuple[list[int], list[int]]]:
     return out
 
 
+class CodeData:
+    """Documents of the generated function corpus (dgemma.tasks.code_corpus), drawn afresh for every batch and
+    cut into a prompt and the rest at a line end (`code_corpus.cut`), then batched as SFT pairs. Documents longer
+    than one canvas (about 5% at 128 tokens) are left out, so that a batch is one canvas wide."""
+
+    def __init__(self, tokenizer, canvas_length: int, split: str):
+        from dgemma.tasks import code_corpus
+        if tokenizer is None:
+            raise DataError("--data code needs --tokenizer")
+        code_corpus.verify()  # no wrong code is trained on (nor evaluated against)
+        self.corpus, self.tok, self.split = code_corpus, tokenizer, split
+        self.sft = SFTData([], canvas_length, tokenizer.eos_id, tokenizer.pad_id)
+
+    def batch(self, batch_size: int, rng: random.Random):
+        pairs = []
+        while len(pairs) < batch_size:
+            text = self.corpus.draw(rng, self.split)[1]
+            if len(self.tok.encode(text)) >= self.sft.L:
+                continue
+            i = self.corpus.cut(text, rng)
+            pairs.append(([self.tok.bos_id] + self.tok.encode(text[:i]), self.tok.encode(text[i:]) + [self.tok.eos_id]))
+        return self.sft._make(pairs)
+
+
 class SFTData:
     """Prompt/response pairs: each prompt left-padded to the batch's longest (P; the padding is marked invalid, so
     no token attends to it and no loss is taken on it, as at inference), each response EOS-filled to C*L."""

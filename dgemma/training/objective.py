@@ -93,10 +93,13 @@ def decoder_forward(model, noised: torch.Tensor, canvas_idx: torch.Tensor, P: in
 
 
 def sample_draws(model, ids: torch.Tensor, prompt_len: int, supervise: str = "one", sc_prob: float = 0.5,
-                 generator=None, given: dict | None = None) -> dict:
+                 generator=None, given: dict | None = None, clean_span: float = 0.0) -> dict:
     """The random choices of one batch, those not `given`, in a fixed order: canvas_idx (B,K), t (B,K),
     noised (B,K*L), sc (B,). Drawn for the whole global batch so that data-parallel ranks, each taking its
-    rows, see exactly what one process would."""
+    rows, see exactly what one process would.
+
+    With probability `clean_span` a canvas keeps one random span of its tokens clean: what an infill's clamped
+    suffix looks like to the decoder (noised gap, clean text, noised rest). 0 draws nothing extra."""
     B, T = ids.shape
     L, V, P = model.config.canvas_length, model.config.vocab_size, prompt_len
     C = split_canvases(P, T, L)
@@ -114,7 +117,15 @@ def sample_draws(model, ids: torch.Tensor, prompt_len: int, supervise: str = "on
         draws["t"] = torch.rand((B, K), generator=generator, device=dev) * (1 - 1e-3) + 1e-3
     if "noised" not in draws:
         target = ids.gather(1, canvas_slots(P, L, draws["canvas_idx"]))
-        draws["noised"] = corrupt(target.view(B, K, L), draws["t"], V, generator).view(B, K * L)
+        target = target.view(B, K, L)
+        noised = corrupt(target, draws["t"], V, generator)
+        if clean_span > 0:
+            pick = torch.rand((B, K, 1), generator=generator, device=dev) < clean_span
+            a = torch.randint(0, L, (B, K, 1), generator=generator, device=dev)
+            b = a + torch.randint(1, L + 1, (B, K, 1), generator=generator, device=dev)
+            pos = torch.arange(L, device=dev)
+            noised = torch.where(pick & (pos >= a) & (pos < b), target, noised)
+        draws["noised"] = noised.view(B, K * L)
     if "sc" not in draws:
         draws["sc"] = torch.rand((B,), generator=generator, device=dev) < sc_prob
     return draws

@@ -42,6 +42,8 @@ def make_data(args, config, tokenizer):
         train = D.SudokuData(n, args.seed, L, config.vocab_size)
         ev = D.SudokuData(args.eval_examples, args.seed + 10_000, L, config.vocab_size)
         return train, ev
+    if args.data == "code":
+        return D.CodeData(tokenizer, L, "train"), D.CodeData(tokenizer, L, "heldout")
     if args.data == "stdlib":
         from ..tokenizer import stdlib_files
         train = D.PackedText(D.read_text_files(stdlib_files(held_out=False), tokenizer), L, args.canvases)
@@ -73,7 +75,7 @@ def evaluate(step_fn, model, eval_batches, args, device):
     g = torch.Generator().manual_seed(1234)
     dec = enc = 0.0
     for ids, P, valid in eval_batches:
-        draws = sample_draws(model, ids, P, args.supervise, generator=g)
+        draws = sample_draws(model, ids, P, args.supervise, generator=g, clean_span=args.clean_span)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
             _, parts = step_fn(ids.to(device), P, supervise=args.supervise, return_parts=True,
                                encoder_loss_weight=args.encoder_loss_weight, decoder_loss_weight=args.decoder_loss_weight,
@@ -218,7 +220,8 @@ def train(args) -> dict:
         dsum = esum = 0.0
         for _ in range(args.accum):
             ids, P, valid = train_data.batch(global_batch, rng)  # every rank: the same global batch and noise
-            draws = sample_draws(model, ids, P, args.supervise, generator=gen)  # on the CPU: device-independent
+            draws = sample_draws(model, ids, P, args.supervise, generator=gen,
+                                 clean_span=args.clean_span)  # on the CPU: device-independent
             n_dec = float(draws["noised"].numel())
             n_enc = float(encoder_targets(ids, valid))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
