@@ -45,7 +45,7 @@ def build(model_id: str, dtype, device, with_reference: bool, log):
     from dgemma.checkpoint import build_model
     from dgemma.model import DiffusionGemma
     from dgemma.commands.info import load_config
-    model = build_model(DiffusionGemma, load_config(model_id), dtype).to_empty(device=device)
+    model = build_model(DiffusionGemma, load_config(model_id)[0], dtype).to_empty(device=device)
     model.init_weights(torch.Generator(device=device).manual_seed(0))
     return model.eval(), None
 
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     log(f"machine: {hardware.machine_description(device)}")
     bw = hardware.measure_bandwidth(device)
     from dgemma.commands.info import load_config
-    cfg = load_config(args.model)
+    cfg = load_config(args.model)[0]
     H, I = cfg.hidden_size, cfg.intermediate_size
     shapes = [(256 * b, H, I) for b in (1, 4)] + [(256, H, 2 * cfg.moe_intermediate_size)]
     mm = hardware.measure_matmul(device, dtype, max_seconds=3.0, shapes=shapes)

@@ -113,7 +113,7 @@ def test_bad_checkpoints_fail_naming_file_and_key(saved, tmp_path):
         target = corrupt(path, tmp_path / str(i), edit)
         with pytest.raises(CheckpointError, match=message):
             DiffusionGemma.from_pretrained(target)
-    with pytest.raises(CheckpointError, match="not a preset"):
+    with pytest.raises(CheckpointError, match="not a local checkpoint directory .* a preset"):
         DiffusionGemma.from_pretrained(tmp_path / "does-not-exist")
 
 

@@ -67,7 +67,7 @@ def test_generate_quiet_and_json_are_deterministic_for_a_seed(ckpt, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["generate", "x", "--model", "/nonexistent/model"], "model directory /nonexistent/model does not exist"),
+    (["generate", "x", "--model", "/nonexistent/model"], "/nonexistent/model: not a local checkpoint directory (no such directory)"),
     (["generate", "   ", "--model", "MODEL"], "empty prompt"),
     (["generate", "x " * 200, "--model", "MODEL"], "more than the model's context of 96"),
     (["generate", "x", "--model", "MODEL", "--max-new-tokens", "0"], "max_new_tokens"),

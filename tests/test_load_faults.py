@@ -60,7 +60,7 @@ FAULTS = {
     "missing shard": (missing_shard, "model.safetensors.index.json",
                       "names shard model-00002-of-00002.safetensors, which does not exist"),
     "config mismatch": (config_mismatch, "model.safetensors", "but config.json implies"),
-    "tokenizer mismatch": (tokenizer_mismatch, None, "tokenizer has 2048 tokens but the model only 512"),
+    "tokenizer mismatch": (tokenizer_mismatch, None, "tokens but the model only 512"),
 }
 
 
