@@ -155,8 +155,9 @@ def test_raw_sse_ends_with_done_and_drafts(server):
     assert lines[-1] == "data: [DONE]"
     events = [json.loads(line[6:]) for line in lines[:-1]]
     drafts = [e["dgemma_draft"] for e in events if "dgemma_draft" in e]
-    assert drafts and {"canvas", "step", "tokens", "text", "locked"} <= set(drafts[0])
-    assert len(drafts[0]["tokens"]) == 32
+    assert drafts and {"canvas", "step", "tokens", "text", "locked", "accepted", "pieces"} <= set(drafts[0])
+    assert len(drafts[0]["tokens"]) == len(drafts[0]["accepted"]) == len(drafts[0]["pieces"]) == 32
+    assert all(any(d["accepted"]) for d in drafts)  # every step keeps at least one sample
 
 
 def test_chat(client):

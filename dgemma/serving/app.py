@@ -22,6 +22,7 @@ from ..chat_format import parse_reply
 from ..engine import GenerationConfig
 from . import chat as chat_io
 from .batcher import BatchEngine, EngineDeadError, QueueFullError, Request, SamplingParams
+from .playground import add_routes as add_playground
 from .schemas import (APIError, ChatRequest, CompletionRequest, DetokenizeRequest, InfillRequest, TokenizeRequest,
                       error_body)
 
@@ -340,6 +341,7 @@ def create_app(state: ServerState) -> FastAPI:
                     raise APIError(500, payload, "server_error")
                 if kind == "draft":
                     payload["text"] = tok.decode(payload["tokens"])
+                    payload["pieces"] = [tok.decode([t]) for t in payload["tokens"]]
                     yield "draft", payload
                     continue
                 if kind == "tokens":
@@ -544,6 +546,7 @@ def create_app(state: ServerState) -> FastAPI:
         text, info = await collect(gen)
         return result(text, info)
 
+    add_playground(app)
     return app
 
 

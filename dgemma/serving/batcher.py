@@ -386,7 +386,7 @@ class BatchEngine:
         row.current, row.argmax, row.soft = new_current, new_argmax, soft
         if row.req.params.drafts:
             row.req.emit("draft", {"canvas": row.canvas_index, "step": row.step, "tokens": new_argmax[0].tolist(),
-                                   "locked": row.locked})
+                                   "accepted": accept[0].tolist(), "locked": row.locked})
         row.step -= 1
         if row.stopped:
             self._retire(row)
