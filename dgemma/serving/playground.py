@@ -66,11 +66,9 @@ def add_routes(app: FastAPI) -> None:
     async def sudoku(body: SudokuRequest, http: HttpRequest):
         from ..tasks import sudoku as S
         try:
-            cells = S.parse_grid(body.puzzle)
+            cells = S.parse_puzzle(body.puzzle)
         except S.SudokuError as e:
             raise APIError(400, str(e), param="puzzle", code="invalid_puzzle") from None
-        if S.solve(cells) is None:
-            raise APIError(400, "this puzzle has no solution", param="puzzle", code="invalid_puzzle")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         gone = threading.Event()

@@ -94,6 +94,14 @@ def parse_grid(text: str) -> list[int]:
     return cells
 
 
+def parse_puzzle(text: str) -> list[int]:
+    """`parse_grid`, and a puzzle with no solution is refused too (the CLI and the server both ask this)."""
+    cells = parse_grid(text)
+    if solve(cells) is None:
+        raise SudokuError("this puzzle has no solution")
+    return cells
+
+
 def to_string(cells: Iterable[int]) -> str:
     """81 characters, '.' for blanks; parse_grid reads it back."""
     return "".join(str(d) if d else "." for d in _as_cells(cells))

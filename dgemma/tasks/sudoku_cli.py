@@ -74,9 +74,7 @@ def args_config(model: DiffusionGemma, args) -> GenerationConfig:
 
 
 def run_solve(args) -> int:
-    puzzle = S.parse_grid(args.puzzle)  # SudokuError is a ValueError: one line, exit 2
-    if S.solve(puzzle) is None:
-        raise ValueError("this puzzle has no solution")
+    puzzle = S.parse_puzzle(args.puzzle)  # SudokuError is a ValueError: one line, exit 2
     model = load_model(args.model)
     show = None
     if args.show:
