@@ -353,25 +353,31 @@ def test_sigterm_drains_then_cancels_and_exits_0(checkpoint):
     a long one gets a final error event when the drain timeout ends; the process exits 0."""
     import signal
     import threading
-    proc, url, _ = start(checkpoint, "--drain-timeout", "2", "--context-length", "512")
+    proc, url, _ = start(checkpoint, "--drain-timeout", "6", "--context-length", "512")
     try:
         results = {}
 
         def long_stream():
-            body = {"model": NAME, "prompt": "x", "max_tokens": 480, "denoising_steps": 48, "seed": 0, "stream": True}
+            body = {"model": NAME, "prompt": "x", "max_tokens": 480, "denoising_steps": 400, "seed": 0,
+                    "stream": True}  # 15 canvases x 400 passes: far longer than the drain
             with httpx.stream("POST", url + "/v1/completions", json=body, timeout=60) as s:
                 results["long"] = [line for line in s.iter_lines() if line.startswith("data: ")]
 
         def short():
             results["short"] = httpx.post(url + "/v1/completions", json={"model": NAME, "prompt": "x",
-                                                                          "max_tokens": 8, "denoising_steps": 3},
+                                                                          "max_tokens": 32, "denoising_steps": 32},
                                           timeout=60)
         threads = [threading.Thread(target=long_stream), threading.Thread(target=short)]
         for t in threads:
             t.start()
         deadline = time.time() + 20
-        while time.time() < deadline and metric(url, "dgemma_requests_running") < 2:
-            time.sleep(0.02)
+        running = 0
+        while time.time() < deadline and running < 2:
+            running = metric(url, "dgemma_requests_running")
+            time.sleep(0.01)
+        # the short request's 32 passes (a tenth of a second or more) are seen running; were they not, SIGTERM
+        # would find an idle server and the checks below would fail far from the cause
+        assert running == 2, "the two requests were never seen running together"
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         refused = httpx.post(url + "/v1/completions", json={"model": NAME, "prompt": "x", "max_tokens": 4}, timeout=10)
@@ -383,7 +389,7 @@ def test_sigterm_drains_then_cancels_and_exits_0(checkpoint):
             t.join(30)
         assert results["short"].status_code == 200, results["short"].text
         last = json.loads(results["long"][-2][6:])  # the final event, before [DONE]
-        assert last["error"]["code"] == "server_shutdown" and "drain timeout 2 s" in last["error"]["message"]
+        assert last["error"]["code"] == "server_shutdown" and "drain timeout 6 s" in last["error"]["message"]
         assert proc.wait(20) == 0
     finally:
         stop(proc)
