@@ -15,6 +15,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi import Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -22,9 +23,11 @@ from ..chat_format import parse_reply
 from ..engine import GenerationConfig
 from . import chat as chat_io
 from .batcher import BatchEngine, EngineDeadError, QueueFullError, Request, SamplingParams
+from .middleware import GuardMiddleware
 from .playground import add_routes as add_playground
-from .schemas import (APIError, ChatRequest, CompletionRequest, DetokenizeRequest, InfillRequest, TokenizeRequest,
-                      error_body)
+from .schemas import (APIError, ChatRequest, ChatResponse, CompletionRequest, CompletionResponse, DetokenizeRequest,
+                      DetokenizeResponse, Health, InfillRequest, InfillResponse, ModelCard, ModelList,
+                      TokenizeRequest, TokenizeResponse, documented, error_body)
 
 log = logging.getLogger("dgemma.serving")
 
@@ -96,24 +99,6 @@ class ServerState:
             self.engine.cancel(req)
 
 
-class APIKeyMiddleware:
-    """`Authorization: Bearer KEY` on /v1/* (pure ASGI: BaseHTTPMiddleware would hide client disconnects)."""
-
-    def __init__(self, app, state: ServerState):
-        self.app, self.state = app, state
-
-    async def __call__(self, scope, receive, send):
-        key = self.state.api_key
-        if key and scope["type"] == "http" and scope["path"].startswith("/v1/"):
-            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-            if not header.startswith("Bearer ") or header[7:].strip() != key:
-                msg = "You didn't provide an API key." if not header else "Incorrect API key provided."
-                await JSONResponse(error_body(msg, "invalid_request_error", None, "invalid_api_key"),
-                                   status_code=401)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 def _param_of(loc) -> str | None:
     parts = [str(p) for p in loc if p not in ("body", "query", "path")]
     # pydantic unions add the member type to the location; keep the field path only
@@ -162,10 +147,10 @@ def create_app(state: ServerState) -> FastAPI:
         return JSONResponse(error_body(str(exc.detail), "invalid_request_error", None, None),
                             status_code=exc.status_code)
 
-    app.add_middleware(APIKeyMiddleware, state=state)
+    app.add_middleware(GuardMiddleware, state=state)
 
     # --- simple endpoints ---------------------------------------------------------------------------------------
-    @app.get("/health")
+    @app.get("/health", responses={200: {"model": Health}, 503: {"model": Health}})
     async def health():
         if state.draining:
             return JSONResponse({"status": "draining"}, status_code=503, headers={"Retry-After": "5"})
@@ -183,18 +168,18 @@ def create_app(state: ServerState) -> FastAPI:
                 "context_length": eng.context_length, "max_model_len": eng.context_length,
                 "canvas_length": eng.L}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=documented(ModelList, 401, 503))
     async def models():
         return {"object": "list", "data": [model_card()]}
 
-    @app.get("/v1/models/{model_id:path}")
+    @app.get("/v1/models/{model_id:path}", responses=documented(ModelCard, 401, 404, 503))
     async def one_model(model_id: str):
         card = model_card()
         if model_id != state.model_name:
             raise APIError(404, f"The model '{model_id}' does not exist", param="model", code="model_not_found")
         return card
 
-    @app.post("/tokenize")
+    @app.post("/tokenize", responses=documented(TokenizeResponse, 400, 413, 503))
     async def tokenize(body: TokenizeRequest):
         state.ready()
         ids = state.tokenizer.encode(body.content, add_bos=body.add_special)
@@ -202,7 +187,7 @@ def create_app(state: ServerState) -> FastAPI:
             return {"tokens": [{"id": i, "piece": state.tokenizer.decode([i], skip_special=False)} for i in ids]}
         return {"tokens": ids}
 
-    @app.post("/detokenize")
+    @app.post("/detokenize", responses=documented(DetokenizeResponse, 400, 413, 503))
     async def detokenize(body: DetokenizeRequest):
         eng = state.ready()
         bad = [t for t in body.tokens if not 0 <= t < eng.V]
@@ -210,12 +195,12 @@ def create_app(state: ServerState) -> FastAPI:
             raise APIError(400, f"token ids outside the vocabulary [0, {eng.V}): {bad[:5]}", param="tokens")
         return {"content": state.tokenizer.decode(body.tokens, skip_special=False)}
 
-    @app.get("/metrics")
+    @app.get("/metrics", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def metrics():
         return PlainTextResponse(render_metrics(state), media_type="text/plain; version=0.0.4")
 
     if os.environ.get("DGEMMA_SERVE_TEST_HOOKS") == "1":
-        @app.post("/debug/kill-engine")
+        @app.post("/debug/kill-engine", include_in_schema=False)
         async def kill_engine():
             eng = state.ready()
 
@@ -432,7 +417,8 @@ def create_app(state: ServerState) -> FastAPI:
             raise APIError(400, f"prompt token ids outside the vocabulary: {bad[:5]}", param="prompt")
         return list(prompt)
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", responses=documented(CompletionResponse, 400, 401, 404, 408, 413, 503,
+                                                                 stream=True))
     async def completions(body: CompletionRequest, http: HttpRequest):
         eng = state.ready()
         check_model(body.model)
@@ -463,7 +449,8 @@ def create_app(state: ServerState) -> FastAPI:
                 "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": info["finish_reason"]}],
                 "usage": usage(info)}
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=documented(ChatResponse, 400, 401, 404, 408, 413, 503,
+                                                                       stream=True))
     async def chat(body: ChatRequest, http: HttpRequest):
         eng = state.ready()
         check_model(body.model)
@@ -513,7 +500,7 @@ def create_app(state: ServerState) -> FastAPI:
                              "finish_reason": reason or info["finish_reason"]}],
                 "usage": usage(info)}
 
-    @app.post("/infill")
+    @app.post("/infill", responses=documented(InfillResponse, 400, 408, 413, 503, stream=True))
     async def infill(body: InfillRequest, http: HttpRequest):
         eng = state.ready()
         tok = state.tokenizer
@@ -547,6 +534,20 @@ def create_app(state: ServerState) -> FastAPI:
         return result(text, info)
 
     add_playground(app)
+
+    def openapi() -> dict:
+        """FastAPI documents a 422 for every request body; this server answers invalid ones with a 400 (OpenAI's
+        status, documented on each route), so the 422s and their schemas are dropped."""
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            for path in schema["paths"].values():
+                for operation in path.values():
+                    operation["responses"].pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+    app.openapi = openapi
     return app
 
 

@@ -58,8 +58,8 @@ def convert_messages(messages) -> list[dict]:
     for i, m in enumerate(messages):
         d = m.model_dump(exclude_none=True)
         for j, call in enumerate(d.get("tool_calls") or ()):
-            fn = call.get("function") or {}
-            args = fn.get("arguments")
+            fn = call["function"]
+            args = fn["arguments"]
             if isinstance(args, str):
                 try:
                     fn["arguments"] = json.loads(args) if args.strip() else {}
@@ -82,7 +82,10 @@ def prepare(body, tok) -> tuple[list[int], str, bool]:
     if unknown:
         raise APIError(400, f"unsupported chat_template_kwargs: {', '.join(sorted(unknown))}",
                        param="chat_template_kwargs")
-    thinking = bool(kwargs.get("enable_thinking", False))
+    thinking = kwargs.get("enable_thinking", False)
+    if not isinstance(thinking, bool):
+        raise APIError(400, f"chat_template_kwargs.enable_thinking must be true or false, got {thinking!r}",
+                       param="chat_template_kwargs.enable_thinking")
     if thinking and tok.chat_template is not None and "<|channel>" not in tok.chat_template:
         raise APIError(400, "this checkpoint's chat template has no thought channel", param="chat_template_kwargs")
     try:

@@ -17,14 +17,20 @@ from fastapi import Request as HttpRequest
 from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from .schemas import APIError, error_body
+from .schemas import APIError, documented, error_body
 
 
 class SudokuRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     puzzle: str = Field(description="81 cells, row by row: digits 1-9, and 0 or . for a blank")
-    seed: int = 0
+    seed: int = Field(0, ge=-2**63, lt=2**64)
     stream: bool = False
+
+
+class SudokuAnswer(BaseModel):
+    solution: str
+    valid: bool
+    tokens_per_forward: float
 
 
 class _Cancelled(Exception):
@@ -62,7 +68,7 @@ def add_routes(app: FastAPI) -> None:
     async def index():
         return HTMLResponse(page)
 
-    @app.post("/v1/sudoku")
+    @app.post("/v1/sudoku", responses=documented(SudokuAnswer, 400, 401, 413, stream=True))
     async def sudoku(body: SudokuRequest, http: HttpRequest):
         from ..tasks import sudoku as S
         try:

@@ -21,13 +21,14 @@ def error_body(message, type_="invalid_request_error", param=None, code=None) ->
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     include_usage: bool = False
 
 
 class Extensions(BaseModel):
-    """dgemma's own sampling fields (send them with the OpenAI client's `extra_body`)."""
-    model_config = ConfigDict(extra="forbid")
+    """dgemma's own sampling fields (send them with the OpenAI client's `extra_body`). Strict, like OpenAI's API:
+    "16" is not a number and false is not a token id."""
+    model_config = ConfigDict(extra="forbid", strict=True)
     top_k: int | None = Field(None, ge=1)
     denoising_steps: int | None = Field(None, ge=1, le=1024)
     t_min: float | None = Field(None, gt=0)
@@ -45,7 +46,7 @@ class Extensions(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-2**63, lt=2**64)  # what torch's generators take
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
 
@@ -60,12 +61,25 @@ class CompletionRequest(Extensions):
     best_of: int | None = None
 
 
+class ToolCallFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    name: str
+    arguments: str | dict[str, Any] = "{}"  # OpenAI sends a JSON string
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)  # clients echo back fields such as "index"
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None  # assistant: [{"id", "type": "function", "function": {...}}]
+    tool_calls: list[ToolCall] | None = None  # assistant
     tool_call_id: str | None = None  # tool: which call this answers
     reasoning_content: str | None = None
     reasoning: str | None = None
@@ -87,7 +101,7 @@ class ChatRequest(Extensions):
 
 class InfillRequest(BaseModel):
     """llama.cpp's /infill: the gap between input_prefix and input_suffix (n_predict: the gap's length)."""
-    model_config = ConfigDict(extra="ignore")  # llama.cpp clients send many of their own sampler knobs
+    model_config = ConfigDict(extra="ignore", strict=True)  # llama.cpp clients send many of their own sampler knobs
     input_prefix: str = ""
     input_suffix: str = ""
     prompt: str = ""
@@ -96,17 +110,132 @@ class InfillRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_k: int | None = None
     top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-2**63, lt=2**64)
     stream: bool = False
 
 
 class TokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     content: str
     add_special: bool = False
     with_pieces: bool = False
 
 
 class DetokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     tokens: list[int]
+
+
+# --- what the server answers, as its OpenAPI document describes it (the fuzzing tests check every response) ---
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: None
+    finish_reason: Literal["stop", "length"]
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class ReplyMessage(_Open):
+    role: Literal["assistant"]
+    content: str | None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ReplyMessage
+    logprobs: None
+    finish_reason: Literal["stop", "length", "tool_calls"]
+
+
+class ChatResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+    context_length: int
+    max_model_len: int
+    canvas_length: int
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+class TokenPiece(BaseModel):
+    id: int
+    piece: str
+
+
+class TokenizeResponse(BaseModel):
+    tokens: list[int] | list[TokenPiece]
+
+
+class DetokenizeResponse(BaseModel):
+    content: str
+
+
+class InfillResponse(BaseModel):
+    content: str
+    stop: bool
+    tokens_predicted: int
+    tokens_evaluated: int
+    stop_type: Literal["eos", "limit"]
+    model: str
+
+
+class Health(BaseModel):
+    status: Literal["ok", "loading", "draining", "error"]
+    running: int | None = None
+    waiting: int | None = None
+    error: str | None = None
+
+
+def documented(ok: type[BaseModel] | None, *errors: int, stream: bool = False) -> dict:
+    """A route's `responses=`: its 200 body (and an SSE stream when it can stream) and the error statuses it
+    answers, each with the OpenAI error envelope. Routes whose body the app validates also answer 400 and 413."""
+    responses: dict = {s: {"model": ErrorResponse} for s in sorted(set(errors))}
+    if ok is not None:
+        responses[200] = {"model": ok}
+        if stream:
+            event = {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}
+            responses[200]["content"] = {"text/event-stream": {"schema": event}}  # each event: JSON, or [DONE]
+    return responses
