@@ -411,3 +411,27 @@ def test_sigterm_drains_then_cancels_and_exits_0(checkpoint):
         assert proc.wait(20) == 0
     finally:
         stop(proc)
+
+
+def test_soak_mix_and_verdict(server):
+    """The soak's request mix (every kind, streamed and not, every sampler) succeeds, and its verdict fails on an
+    error, on memory growth over 5% or on a last-minute p99 over 1.5x the second minute's."""
+    import asyncio
+
+    from dgemma.serving import loadtest
+    url, _ = server
+
+    async def mix():
+        async with httpx.AsyncClient(base_url=url, headers=auth(), timeout=60) as c:
+            return [await loadtest.mixed(c, NAME, i, STEPS) for i in range(18)]
+    assert asyncio.run(mix()) == [True] * 18
+
+    def minutes(p99_last=1.4, rss_last=104.5, errors=0):
+        return [{"lat": [1.0] * 10, "errors": 0, "rss": 100.0}, {"lat": [1.0] * 10, "errors": errors, "rss": 103.0},
+                {"lat": [1.0] * 9 + [p99_last], "errors": 0, "rss": rss_last}]
+    assert loadtest.soak_report(minutes())[2]
+    assert not loadtest.soak_report(minutes(p99_last=1.6))[2]
+    assert not loadtest.soak_report(minutes(rss_last=105.5))[2]
+    assert not loadtest.soak_report(minutes(errors=1))[2]
+    rows, text, _ = loadtest.soak_report(minutes())
+    assert [r[:3] for r in rows] == [[1, 10, 0], [2, 10, 0], [3, 10, 0]] and "passed" in text
