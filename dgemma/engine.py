@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .config import DEFAULT_ENTROPY_BOUND, GENERATION_DEFAULTS
+from .constraints import Constraints
 from .sampling import (EntropyBoundSampler, Sampler, StepStats, compiled_tile_stats, draw_uniforms, fits_one_draw,
                        make_sampler, sample_step, tile_stats)
 from .step_graph import StepGraphs, StepSettings, compiling_allowed
@@ -172,16 +173,17 @@ def advance(cfg: GenerationConfig, step: int, stats: StepStats, current: torch.T
 def whole_step(model: DiffusionGemma, settings: StepSettings, temperature: torch.Tensor, current: torch.Tensor,
                cache, start: torch.Tensor, soft: torch.Tensor | None, u: torch.Tensor, noise: torch.Tensor,
                argmax: torch.Tensor, history: torch.Tensor, finished: torch.Tensor, passes: torch.Tensor,
-               done: torch.Tensor, fixed: torch.Tensor | None):
+               done: torch.Tensor, fixed: torch.Tensor | None, sets: torch.Tensor, index: torch.Tensor):
     """A whole denoising step as pure tensor code, for one compiled graph (CPU, a step's draws within one
     sampler tile): the static decoder forward, the sampling statistics at the (B,) temperatures from uniforms `u`
-    (B*L, V) drawn beforehand, then `advance`. Returns what `advance` does. Only for samplers that ignore the
-    step number."""
+    (B*L, V) drawn beforehand, each position restricted to its allowed tokens `sets[index]` (S, V)[(B, L)], then
+    `advance`. Returns what `advance` does. Only for samplers that ignore the step number."""
     hidden = model.denoise_static(current, cache, start, soft)
     B, L, H = hidden.shape
     temps = temperature.reshape(B, 1).expand(B, L).reshape(B * L, 1)
     sampled, top, logp, entropy, new_soft = tile_stats(hidden.view(B * L, H), temps, u, None, model.embed_tokens.weight,
-                                                       model.embed_scale(), model.config.final_logit_softcapping)
+                                                       model.embed_scale(), model.config.final_logit_softcapping,
+                                                       allowed=sets[index.reshape(-1)])
     stats = StepStats(sampled.view(B, L), top.view(B, L), entropy.view(B, L), logp.view(B, L), new_soft.view(B, L, H))
     return advance(settings, 0, stats, current, argmax, soft, history, finished, passes, done, noise, fixed)
 
@@ -265,25 +267,28 @@ class Engine:
                 and fits_one_draw(rows * self.model.config.canvas_length, self.model.config.vocab_size, generator))
 
     def step_graph(self, settings: StepSettings, temperature: torch.Tensor, generators: list[torch.Generator],
-                   cache, start: torch.Tensor, current, soft, argmax, history, finished, passes, done, fixed):
+                   cache, start: torch.Tensor, current, soft, argmax, history, finished, passes, done, fixed,
+                   allowed: tuple):
         """A whole step in one graph: the uniforms and the renoising tokens are drawn first, per row in the
         reference's order. Returns what `advance` does."""
         L, V = current.shape[1], self.model.config.vocab_size
         u = draw_per_row(generators, lambda g, n: draw_uniforms((n * L, V), g))
         noise = self.renoising(generators, L)
         return self.whole_step(self.model, settings, temperature, current, cache, start, soft, u, noise, argmax,
-                               history, finished, passes, done, fixed)
+                               history, finished, passes, done, fixed, *allowed)
 
-    def sample_stats(self, hidden, temperature, generators, active=None, top_k=None, top_p=None) -> StepStats:
+    def sample_stats(self, hidden, temperature, generators, active=None, top_k=None, top_p=None,
+                     allowed=None) -> StepStats:
         """`sample_step` through the compiled tile where there is one."""
-        return sample_step(self.model, hidden, temperature, generators, active, top_k, top_p, self.tile_fn)
+        return sample_step(self.model, hidden, temperature, generators, active, top_k, top_p, self.tile_fn, allowed)
 
     def sample(self, cfg: GenerationConfig, step: int, hidden: torch.Tensor, temperature: torch.Tensor,
                generators: list[torch.Generator], current, soft, argmax, history, finished, passes, done, fixed,
-               active: list[bool] | None = None):
+               active: list[bool] | None = None, allowed: tuple | None = None):
         """The rest of a step from the decoder's hidden states (A, L, H) of the `active` rows: the statistics
-        tile by tile, the renoising tokens, then `advance`, whose results it returns."""
-        stats = self.sample_stats(hidden, temperature, generators, active, cfg.top_k, cfg.top_p)
+        tile by tile (`allowed`: see `sample_step`), the renoising tokens, then `advance`, whose results it
+        returns."""
+        stats = self.sample_stats(hidden, temperature, generators, active, cfg.top_k, cfg.top_p, allowed)
         noise = self.renoising(generators, current.shape[1])
         return advance(cfg, step, stats, current, argmax, soft, history, finished, passes, done, noise, fixed)
 
@@ -338,14 +343,17 @@ class Engine:
 
     @torch.no_grad()
     def stream(self, input_ids, cfg: GenerationConfig | None = None, *, seed: int | None = None,
-               attention_mask=None, canvas: torch.Tensor | None = None,
-               clamp: torch.Tensor | None = None, cache=None) -> Iterator[StepEvent | CanvasEvent | GenerateOutput]:
+               attention_mask=None, canvas: torch.Tensor | None = None, clamp: torch.Tensor | None = None,
+               constraints: Constraints | None = None,
+               cache=None) -> Iterator[StepEvent | CanvasEvent | GenerateOutput]:
         """Yield a StepEvent per denoising step, a CanvasEvent per committed canvas, and finally the output.
 
         `canvas` (B, L) and `clamp` (B, L) bool give a starting first canvas whose clamped positions are fixed
-        (infilling, editing): never renoised, always committed as given. A `cache` that already holds earlier
-        turns is extended (multi-turn chat): `input_ids` are then only the new tokens; on return it holds them
-        and every committed canvas but the last."""
+        (infilling, editing): never renoised, always committed as given. `constraints` clamp positions and
+        restrict others to allowed token sets, canvas by canvas (structured output, dgemma.constraints); the
+        positions they leave free in the first canvas start from `canvas` when both are given. A `cache` that
+        already holds earlier turns is extended (multi-turn chat): `input_ids` are then only the new tokens; on
+        return it holds them and every committed canvas but the last."""
         cfg = cfg or GenerationConfig()
         model = self.model
         input_ids, attention_mask = self.check_inputs(input_ids, attention_mask, cfg)
@@ -375,18 +383,28 @@ class Engine:
         settings = StepSettings.of(cfg)  # what the whole-step graph reads of cfg
         # The compiled steps take no optional inputs: the first step's self-conditioning is an exact zero signal
         # (the block maps zeros to zeros, see SelfConditioning) and an unclamped canvas has an all-False clamp.
-        zero_soft = unclamped = None
+        # Likewise an unconstrained canvas allows every token: set 0 of a one-set table.
+        zero_soft = unclamped = unrestricted = None
         if self.static_denoise is not None:
             zero_soft = torch.zeros(B, L, model.config.hidden_size, dtype=model.dtype, device=dev)
             unclamped = torch.zeros(B, L, dtype=torch.bool, device=dev)
+            unrestricted = (torch.ones(1, V, dtype=torch.bool, device=dev),
+                            torch.zeros(B, L, dtype=torch.long, device=dev))
+        if constraints is not None:
+            constraints.validate(L, V)
         if self.step_graphs is not None:
             self.step_graphs.check_weights()
         self.prefill(input_ids, cache, attention_mask)
         for c in range(n_canvases):
             current = torch.randint(0, V, (B, L), device=dev, generator=gen)  # drawn even when a canvas is given
-            fixed = None
+            fixed = allowed = None
             if c == 0 and canvas is not None:
                 current, fixed = canvas, clamp
+            given = None if constraints is None else constraints.canvas(c, B, dev)
+            if given is not None:
+                tokens, clamped, allowed = given
+                current = torch.where(clamped, tokens, current)
+                fixed = clamped if fixed is None else fixed | clamped
             argmax, soft = current, zero_soft
             finished = finished_seq.clone() if cfg.skip_finished_rows else torch.zeros_like(finished_seq)
             rows, sub_cache, plan = None, cache, None  # the decoder runs on `rows` only, once some are done
@@ -401,7 +419,7 @@ class Engine:
                 if whole:  # compiled, the step in one graph
                     accept, current, argmax, soft, history, finished, passes = self.step_graph(
                         settings, temperature, gens, cache, start, current, soft, argmax, history, finished, passes,
-                        finished_seq, unclamped if fixed is None else fixed)
+                        finished_seq, unclamped if fixed is None else fixed, allowed or unrestricted)
                 else:
                     if self.static_denoise is not None:  # compiled: every row, one shape
                         with known_inputs(steps > 2):
@@ -420,7 +438,7 @@ class Engine:
                                                   self_conditioning_embeds=None if soft is None else soft[rows])
                     accept, current, argmax, soft, history, finished, passes = self.sample(
                         cfg, step, hidden, temperature, gens, current, soft, argmax, history, finished, passes,
-                        finished_seq, fixed, None if rows is None else active)
+                        finished_seq, fixed, None if rows is None else active, allowed)
                     del hidden
                 yield StepEvent(c, step, argmax, accept, finished)
                 active = (~finished).tolist()  # the one host sync per step: stop, or shrink the decoder batch

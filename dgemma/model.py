@@ -518,12 +518,13 @@ class DiffusionGemma(nn.Module):
                  stability_threshold: int | None = None, confidence_threshold: float | None = None,
                  eos_token_id=None, pad_token_id: int | None = None, seed: int | None = None, attention_mask=None,
                  sampler: str = "entropy", tau: float | None = None, temperature: float | None = None,
-                 top_k: int | None = None, top_p: float | None = None, canvas=None, clamp=None,
+                 top_k: int | None = None, top_p: float | None = None, canvas=None, clamp=None, constraints=None,
                  skip_finished_rows: bool = True, stream: bool = False, compile: bool = False):
         """Block-diffusion generation (see dgemma.engine). Settings left at None come from the checkpoint's
         generation_config.json (`generation_defaults`). Returns `GenerateOutput` (sequences with the prompt,
         tokens_per_forward per row, steps per canvas), or with `stream=True` an iterator of step/canvas events
-        ending with that output. `compile`: the decoder runs compiled (see `Engine`)."""
+        ending with that output. `compile`: the decoder runs compiled (see `Engine`). `constraints`
+        (dgemma.constraints.Constraints): clamped and restricted positions of the first canvases."""
         from .engine import Engine, GenerationConfig
         cfg = GenerationConfig.from_checkpoint(
             self.generation_defaults, sampler, entropy_bound, tau, max_new_tokens=max_new_tokens,
@@ -531,7 +532,7 @@ class DiffusionGemma(nn.Module):
             top_p=top_p, stability_threshold=stability_threshold, confidence_threshold=confidence_threshold,
             eos_token_id=eos_token_id, pad_token_id=pad_token_id, skip_finished_rows=skip_finished_rows)
         events = Engine(self, compile=compile).stream(input_ids, cfg, seed=seed, attention_mask=attention_mask,
-                                                      canvas=canvas, clamp=clamp)
+                                                      canvas=canvas, clamp=clamp, constraints=constraints)
         if stream:
             return events
         for event in events:

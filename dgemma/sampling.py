@@ -70,15 +70,19 @@ def fits_one_draw(rows: int, V: int, generator: torch.Generator) -> bool:
 
 def tile_stats(hidden: torch.Tensor, temperature: torch.Tensor, u: torch.Tensor | None,
                generator: torch.Generator | None, weight: torch.Tensor, scale: torch.Tensor, cap: float,
-               top_k: int | None = None, top_p: float | None = None):
+               top_k: int | None = None, top_p: float | None = None, allowed: torch.Tensor | None = None):
     """(n, H) final-normed hidden states of n canvas positions and their (n, 1) temperatures -> a sample (n,),
     the argmax (n,), the sample's log-probability (n,), the entropy (n,) and the soft embeddings (n, H) of the
     processed distribution (softcapped logits / temperature, top-k / top-p filtered). The sample is
     `torch.multinomial(softmax, 1, generator)`, computed from `u`, the (n, V) uniforms that call would draw
-    (`draw_uniforms`, overwritten), when given. Pure tensor code: compiled per tile shape or over a whole step.
+    (`draw_uniforms`, overwritten), when given. `allowed` (n, V) bool restricts each position to its allowed
+    tokens (structured output, dgemma.constraints): the others get logit -inf before anything reads the logits,
+    as a transformers logits processor's mask does. Pure tensor code: compiled per tile shape or over a step.
     Matches the reference bit for bit: entropy as torch.distributions.Categorical computes it, soft embeddings as
     softmax(logits cast to the embedding dtype) @ E * sqrt(H)."""
     logits = tied_logits(hidden, weight, cap).div_(temperature)
+    if allowed is not None:
+        logits.masked_fill_(~allowed, -math.inf)
     if top_k is not None or top_p is not None:
         filter_logits(logits, top_k, top_p)
     probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
@@ -121,14 +125,15 @@ def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) 
 
 def sample_step(model, hidden: torch.Tensor, temperature: torch.Tensor, generators: list[torch.Generator],
                 active: list[bool] | None = None, top_k: int | None = None, top_p: float | None = None,
-                tile_fn=None) -> StepStats:
+                tile_fn=None, allowed=None) -> StepStats:
     """The step's statistics (`tile_stats`) for every position of a batch, tile by tile, from the decoder's
     hidden states (A, L, H) of its active rows. `temperature` (B,) and `generators` are per batch row (one
     generator may serve several rows: its draws then run in row order, as the reference's do). `active` (one
     flag per batch row) lets the engine skip the decoder for rows that are done: such a row still draws its
     L * V uniforms, because on CPU multinomial consumes the random stream independently of the probabilities,
     so the running rows see exactly the random numbers they would see in the full batch; its statistics are
-    zeros. `tile_fn`: a compiled `tile_stats` (no top-k / top-p)."""
+    zeros. `tile_fn`: a compiled `tile_stats` (no top-k / top-p). `allowed`: (sets (S, V) bool, index (B, L)
+    long), each position's allowed tokens `sets[index]` (see dgemma.constraints), or None."""
     A, L, H = hidden.shape
     B, dev = len(generators), hidden.device
     active = [True] * B if active is None else active
@@ -161,8 +166,9 @@ def sample_step(model, hidden: torch.Tensor, temperature: torch.Tensor, generato
                 continue
             src, dst = slice(a0 * L + i, a0 * L + i + n), slice(b0 * L + i, b0 * L + i + n)
             u = draw_uniforms((n, V), g) if presample else None
+            mask = None if allowed is None else allowed[0][allowed[1].reshape(-1)[dst]]
             for buf, val in zip(out, fn(flat[src], temps[src], u, None if presample else g, weight, scale, cap,
-                                        top_k, top_p)):
+                                        top_k, top_p, mask)):
                 buf[dst] = val
     sampled, argmax, logp, entropy, soft = out
     return StepStats(sampled.view(B, L), argmax.view(B, L), entropy.view(B, L), logp.view(B, L),

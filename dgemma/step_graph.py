@@ -48,19 +48,20 @@ class _Step(torch.nn.Module):
         self.model, self.step_fn, self.settings = model, step_fn, settings
 
     def forward(self, *tensors):
-        (temperature, current, start, u, noise, argmax, history, finished, passes, done, valid, fixed, soft), rest = \
-            tensors[:13], tensors[13:]
+        (temperature, current, start, u, noise, argmax, history, finished, passes, done, valid, fixed, soft, sets,
+         index), rest = tensors[:15], tensors[15:]
         n = len(rest) // 2
         cache = KVCache.over(self.model.config, list(rest[:n]), list(rest[n:]), valid)
         return self.step_fn(self.model, self.settings, temperature, current, cache, start, soft, u, noise, argmax,
-                            history, finished, passes, done, fixed)
+                            history, finished, passes, done, fixed, sets, index)
 
 
 class StepGraphs:
     """`step_fn(model, settings, temperature, current, cache, start, soft, u, noise, argmax, history, finished,
-    passes, done, fixed)` compiled per kind of call, and called with the same arguments. `soft` and `fixed` are
-    always tensors (the engine gives the first step an exact zero signal and an unclamped canvas an all-False
-    mask), so one graph serves every step of every canvas. Under a compiler stance other than the default (say
+    passes, done, fixed, sets, index)` compiled per kind of call, and called with the same arguments. `soft`,
+    `fixed` and the allowed-token table `sets` are always tensors (the engine gives the first step an exact zero
+    signal, an unclamped canvas an all-False mask and an unconstrained one a single all-True set), so one graph
+    serves every step of every canvas. Under a compiler stance other than the default (say
     `force_eager`) it runs eagerly."""
 
     def __init__(self, model, step_fn: Callable):
@@ -77,17 +78,17 @@ class StepGraphs:
             self.weights = weights
 
     def __call__(self, model, settings: StepSettings, temperature, current, cache, start, soft, u, noise, argmax,
-                 history, finished, passes, done, fixed):
+                 history, finished, passes, done, fixed, sets, index):
         if not compiling_allowed():
             return self.step_fn(model, settings, temperature, current, cache, start, soft, u, noise, argmax,
-                                history, finished, passes, done, fixed)
+                                history, finished, passes, done, fixed, sets, index)
         # contiguous, so that the shapes in the key fix the strides a graph is specialised on (a clamp mask
         # may come expanded); the cache's tensors are its own
         step = (temperature, current, start, u, noise, argmax, history, finished, passes, done, cache.valid, fixed,
-                soft)
+                soft, sets, index)
         args = (*_distinct(t.contiguous() for t in step), *cache.keys, *cache.values)
         key = (settings.key, tuple(current.shape), tuple(start.shape), tuple(u.shape), cache.max_length,
-               cache.keys[0].dtype, model.embed_tokens.weight.dtype, history.shape[0])
+               cache.keys[0].dtype, model.embed_tokens.weight.dtype, history.shape[0], sets.shape[0])
         graph = self.graphs.get(key)
         if graph is None:
             graph = self.graphs[key] = self.build(settings, args)

@@ -107,6 +107,7 @@ class BatchEngine:
         # room for a full context's committed tokens and the canvas after them, within the model's maximum
         self.cache = model.new_cache(max_batch, min(self.context_length + self.L, cfg.max_position_embeddings))
         self.spare = seeded_generator(0, model.device)  # draws for the idle slots of a one-graph step
+        self.every_token = torch.ones(1, self.V, dtype=torch.bool, device=model.device)  # no constraint
         # an idle slot's canvas, a zero self-conditioning input and an unclamped canvas (only ever copied from)
         dev = model.device
         self.idle = (torch.zeros(1, self.L, dtype=torch.long, device=dev),
@@ -354,7 +355,8 @@ class BatchEngine:
         state = self._batch_state(group)
         if hidden is None:
             fixed = torch.zeros_like(state[0], dtype=torch.bool) if state[-1] is None else state[-1]
-            out = self.engine.step_graph(first.settings, temperature, gens, cache, start, *state[:-1], fixed)
+            out = self.engine.step_graph(first.settings, temperature, gens, cache, start, *state[:-1], fixed,
+                                         (self.every_token, torch.zeros_like(fixed, dtype=torch.long)))
         else:
             slots = torch.tensor([r.slot for r in group], device=hidden.device)
             out = self.engine.sample(first.cfg, first.step, hidden.index_select(0, slots), temperature, gens, *state)
