@@ -103,6 +103,25 @@ def test_infill_keeps_suffix_out_and_gap_length(model):
     assert len(tokens) <= 6 and info["finish_reason"] in ("stop", "length")
 
 
+def test_a_forced_head_is_clamped_at_the_start_of_the_reply(model):
+    """A forced tool call's opening (`Request.head`) is clamped on the first canvas: every reply starts with it,
+    whatever the seed, with locking on or off."""
+    head = [48, 49, 47]
+    for lock_after in (0, 2):
+        for seed in (0, 1):
+            eng = BatchEngine(model, max_batch=2, max_queue=4, lock_after=lock_after, context_length=256)
+            done = threading.Event()
+            out = []
+            params = SamplingParams(GenerationConfig(max_new_tokens=20, max_denoising_steps=4, eos_token_id=STOP),
+                                    seed=seed)
+            eng.submit(Request([2, 300, 301], params, lambda k, p: out.extend(p) if k == "tokens" else (
+                done.set() if k in ("done", "error") else None), head=head))
+            eng.start()
+            assert done.wait(120)
+            eng.shutdown()
+            assert out[:3] == head
+
+
 def test_queue_bound(model):
     from dgemma.serving.batcher import EngineDeadError, QueueFullError
     eng = BatchEngine(model, max_batch=1, max_queue=0, context_length=256)  # not started: nothing is admitted

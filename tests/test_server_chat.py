@@ -22,19 +22,21 @@ THOUGHT_TEXT = "<|channel>thought\nThe user wants weather.<channel|>It is sunny 
 
 
 class CannedEngine:
-    """Replays `text`'s tokens as `piece`-token events and records the prompts it was given."""
+    """Replays `text`'s tokens as `piece`-token events and records the prompts it was given; a request's clamped
+    head comes first, as the batcher commits it."""
     alive, error, L, context_length, max_batch = True, None, 16, 4096, 4
 
     def __init__(self, tok, text: str, piece: int = 16):
-        self.tok, self.text, self.piece, self.prompts = tok, text, piece, []
+        self.tok, self.text, self.piece, self.prompts, self.heads = tok, text, piece, [], []
         self.V = tok.vocab_size
 
     def submit(self, req):
         self.prompts.append(req.prompt)
+        self.heads.append(req.head)
         threading.Thread(target=self._play, args=(req,), daemon=True).start()
 
     def _play(self, req):
-        ids = self.tok.encode(self.text)
+        ids = (req.head or []) + self.tok.encode(self.text)
         for i in range(0, len(ids), self.piece):
             req.emit("tokens", ids[i:i + self.piece])
         req.emit("done", {"finish_reason": "stop", "completion_tokens": len(ids), "prompt_tokens": len(req.prompt)})
@@ -95,7 +97,11 @@ def test_thinking_and_forced_calls_shape_the_prompt(serve):
     client, engine = serve('city:<|"|>Lyon<|"|>}<tool_call|>')
     r = chat(client, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "get_weather"}}).json()
     assert json.loads(r["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]) == {"city": "Lyon"}
-    assert engine.tok.decode(engine.prompts[0], skip_special=False).endswith("<|turn>model\n<|tool_call>call:get_weather{")
+    # the call's opening is clamped on the canvas, not appended to the prompt
+    assert engine.tok.decode(engine.prompts[0], skip_special=False).endswith("<|turn>model\n")
+    assert engine.tok.decode(engine.heads[0], skip_special=False) == "<|tool_call>call:get_weather{"
+    assert chat(client, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                max_tokens=4).json()["error"]["param"] == "max_tokens"
     client, engine = serve("ok<turn|>")
     assert chat(client, chat_template_kwargs={"enable_thinking": True}).json()["choices"][0]["message"]["content"] == "ok"
     assert "<|think|>" in engine.tok.decode(engine.prompts[0], skip_special=False)

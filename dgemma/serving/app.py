@@ -268,11 +268,13 @@ def create_app(state: ServerState) -> FastAPI:
         return SamplingParams(gen, seed=body.seed, drafts=bool(getattr(body, "drafts", False)))
 
     def run(http: HttpRequest, prompt: list[int], params: SamplingParams, stops: list[str],
-            suffix: list[int] | None = None, raw: bool = False, timeout: float | None = None):
+            suffix: list[int] | None = None, raw: bool = False, timeout: float | None = None,
+            head: list[int] | None = None):
         """Submit a request now (so a full queue is a 503 even for streams) and return an async generator of
         ("text", delta), ("draft", payload), finally ("done", info). `raw`: special tokens stay in the text
         (the chat reply parser reads thoughts and tool calls from them). `timeout`: seconds from now (default: the
-        server's --request-timeout) after which the request ends with a 408 and its row is freed."""
+        server's --request-timeout) after which the request ends with a 408 and its row is freed. `head`: tokens
+        clamped at the start of the reply's first canvas (a forced tool call), part of the reply."""
         eng = state.ready()
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
@@ -283,7 +285,7 @@ def create_app(state: ServerState) -> FastAPI:
             except RuntimeError:  # the event loop is closed (server shutting down)
                 req.cancelled = True
 
-        req = Request(prompt, params, emit, suffix=suffix)
+        req = Request(prompt, params, emit, suffix=suffix, head=head)
         timeout = timeout or state.request_timeout
         try:
             eng.submit(req)
@@ -466,14 +468,18 @@ def create_app(state: ServerState) -> FastAPI:
         tok = state.tokenizer
         if not tok.has_chat_template:
             raise APIError(400, "this checkpoint has no chat template; use /v1/completions", param="messages")
-        ids, forced, parsed = chat_io.prepare(body, tok)
+        ids, head, parsed = chat_io.prepare(body, tok)
         max_tokens = body.max_completion_tokens or body.max_tokens
         if max_tokens is None:
             max_tokens = max(1, min(eng.L, eng.context_length - len(ids)))
+        if len(head) >= min(max_tokens, eng.L):
+            raise APIError(400, f"the forced tool call opens with {len(head)} tokens, which needs max_tokens and the "
+                                f"canvas ({eng.L}) above that, got max_tokens {max_tokens}",
+                           param="max_tokens" if max_tokens <= eng.L else "tool_choice")
         params = make_params(body, max_tokens, len(ids), eng)
         state.http["chat"] += 1
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        gen = run(http, ids, params, stops, raw=parsed, timeout=body.timeout)
+        gen = run(http, ids, params, stops, raw=parsed, timeout=body.timeout, head=head)
 
         def chunk(delta, finish):
             return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": state.model_name,
@@ -482,7 +488,7 @@ def create_app(state: ServerState) -> FastAPI:
 
         async def replies():
             """Text events become chat deltas; a parsed reply holds back thoughts and calls until they close."""
-            reply = chat_io.ReplyStream(forced)
+            reply = chat_io.ReplyStream()
             async for kind, payload in gen:
                 if kind == "text":
                     delta = reply.feed(payload) if parsed else {"content": payload}
@@ -500,7 +506,7 @@ def create_app(state: ServerState) -> FastAPI:
             return StreamingResponse(stream_openai(replies(), chunk, include, {"role": "assistant", "content": ""},
                                                    wrap=False), media_type="text/event-stream")
         text, info = await collect(gen)
-        msg, reason = chat_io.message(parse_reply(forced + text)) if parsed else (
+        msg, reason = chat_io.message(parse_reply(text)) if parsed else (
             {"role": "assistant", "content": text}, None)
         return {"id": cid, "object": "chat.completion", "created": created, "model": state.model_name,
                 "choices": [{"index": 0, "message": msg, "logprobs": None,

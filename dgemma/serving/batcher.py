@@ -68,6 +68,7 @@ class Request:
     params: SamplingParams
     emit: callable  # emit(kind, payload): "tokens" (list[int]), "draft" (dict), "done" (dict), "error" (str)
     suffix: list[int] | None = None  # infill: clamped on the first canvas after a gap of max_tokens positions
+    head: list[int] | None = None  # clamped at the start of the first canvas: the reply opens with them
     cancelled: bool = False
     submitted: float = field(default_factory=time.monotonic)
 
@@ -242,6 +243,11 @@ class BatchEngine:
             row.current[0, g:g + len(part)] = part
             row.fixed = torch.zeros(1, L, dtype=torch.bool, device=dev)
             row.fixed[0, g:g + len(part)] = True
+        elif row.canvas_index == 0 and row.req.head:  # a forced tool call: `<|tool_call>call:NAME{` on the canvas
+            n = len(row.req.head)
+            row.current[0, :n] = torch.tensor(row.req.head, dtype=torch.long, device=dev)
+            row.fixed = torch.zeros(1, L, dtype=torch.bool, device=dev)
+            row.fixed[0, :n] = True
         row.argmax = row.current
         row.soft = self.idle[1]  # the first step's exact zero signal
         row.history = torch.full((max(row.cfg.stability_threshold, 1), 1, L), -1, dtype=torch.long, device=dev)

@@ -75,7 +75,8 @@ def convert_messages(messages) -> list[dict]:
 
 
 def prepare(body, tok) -> tuple[list[int], str, bool]:
-    """(prompt ids, text forced at the start of the reply, whether the reply is parsed for thoughts and calls)."""
+    """(prompt ids, the ids a forced tool call clamps at the start of the reply's canvas, whether the reply is
+    parsed for thoughts and calls)."""
     tools, must_call = check_tools(body.tools, body.tool_choice)
     kwargs = dict(body.chat_template_kwargs or {})
     unknown = set(kwargs) - {"enable_thinking"}
@@ -93,7 +94,7 @@ def prepare(body, tok) -> tuple[list[int], str, bool]:
     except ValueError as e:
         raise APIError(400, str(e), param="messages") from None
     forced = "" if must_call is None else "<|tool_call>call:" + (f"{must_call}{{" if must_call else "")
-    return tok.encode(text + forced), forced, bool(tools) or thinking
+    return tok.encode(text), tok.encode(forced) if forced else [], bool(tools) or thinking
 
 
 def message(reply) -> tuple[dict, str | None]:
@@ -110,8 +111,8 @@ class ReplyStream:
     """Turns the growing reply text into chat deltas. Content is streamed as it settles; a thought or a tool call
     is held until its closing marker (or the end) and never leaks into `content`."""
 
-    def __init__(self, forced: str = ""):
-        self.text, self.sent = forced, ""  # the reply so far, and the content already sent
+    def __init__(self):
+        self.text, self.sent = "", ""  # the reply so far, and the content already sent
 
     def _safe(self) -> int:
         """How far the text is plain content: up to the first opener still waiting for its closer, or a
