@@ -22,3 +22,4 @@ if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)
     python bench/cuda_26b.py
 fi
 dgemma bench --markdown-only
+python bench/prefix_reuse.py

@@ -159,3 +159,29 @@ def test_compiled_batcher_gives_the_engines_tokens():
                              eos_token_id=[])
         assert results[i][0] == [t for t in out.sequences[0, len(prompt):].tolist() if t != 0], i  # pads dropped
         assert results[i][1]["decoder_passes"] == int(out.decoder_passes[0]) == 8
+
+
+def test_a_next_turn_reuses_the_kept_cache_and_gets_the_same_tokens(model):
+    """Four turns of a conversation, each prompt the last one plus its reply plus a new message: with kept caches
+    every later turn encodes only its new tokens, and every reply equals the one without reuse (float64)."""
+    def converse(prefix_cache: int):
+        eng = BatchEngine(model, max_batch=2, max_queue=4, lock_after=0, context_length=400,
+                          prefix_cache=prefix_cache)
+        eng.start()
+        prompt, replies = [2] + list(range(100, 130)), []
+        for turn in range(4):
+            done, out = threading.Event(), []
+            params = SamplingParams(GenerationConfig(max_new_tokens=40, max_denoising_steps=4, eos_token_id=STOP),
+                                    seed=turn)
+            eng.submit(Request(list(prompt), params, lambda k, p: out.extend(p) if k == "tokens" else (
+                done.set() if k in ("done", "error") else None)))
+            assert done.wait(120)
+            replies.append(out)
+            prompt += out + [200 + turn, 201 + turn, 202]  # the reply, then the next user message
+        eng.shutdown()
+        return replies, eng.m
+    reused, m = converse(4)
+    fresh, m0 = converse(0)
+    assert reused == fresh
+    assert m["prefix_hits"] == 3 and m0["prefix_hits"] == 0
+    assert m["prefix_tokens_reused"] >= 3 * 31 and m["prompt_tokens"] == m0["prompt_tokens"]

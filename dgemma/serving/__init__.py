@@ -27,12 +27,13 @@ def run(args) -> int:
     path = Path(model)
     if path.is_dir() and not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: no config.json (the bundled model may not be installed; pass --model DIR)")
-    if args.max_batch < 1 or args.max_queue < 0:
-        raise ValueError("--max-batch must be >= 1 and --max-queue >= 0")
+    if args.max_batch < 1 or args.max_queue < 0 or args.prefix_cache < 0:
+        raise ValueError("--max-batch must be >= 1, --max-queue and --prefix-cache >= 0")
     if args.request_timeout is not None and args.request_timeout <= 0 or args.drain_timeout < 0:
         raise ValueError("--request-timeout must be > 0 and --drain-timeout >= 0")
     state = ServerState(model, model_name=name, max_batch=args.max_batch, max_queue=args.max_queue,
                         context_length=args.context_length, lock_after=args.lock_after, api_key=args.api_key,
+                        prefix_cache=args.prefix_cache,
                         dtype=args.dtype, startup_delay=args.startup_delay, device=args.device, compile=args.compile,
                         request_timeout=args.request_timeout, exit_on_load_error=args.exit_on_load_error)
     config = uvicorn.Config(create_app(state), host=args.host, port=args.port, log_level=args.log_level,
@@ -94,6 +95,9 @@ def register(sub) -> None:
     p.add_argument("--max-queue", type=int, default=64, help="requests allowed to wait for a slot; beyond: 503")
     p.add_argument("--context-length", type=int, default=None,
                    help="prompt + max_tokens limit (default: min(max_position_embeddings, 8192))")
+    p.add_argument("--prefix-cache", type=int, default=4, metavar="N",
+                   help="keep the caches of the last N finished requests, so that a prompt extending one (a chat's "
+                        "next turn) encodes only its new tokens; each costs one batch row of KV cache (0: off)")
     p.add_argument("--lock-after", type=int, default=2,
                    help="stream a canvas's leading tokens once their argmax is unchanged for this many steps (they "
                    "are then clamped, so never contradicted); 0: text only per committed canvas, outputs equal "

@@ -36,6 +36,7 @@ log = logging.getLogger("dgemma.serving")
 class ServerState:
     def __init__(self, model_dir: str, model_name: str | None = None, max_batch: int = 8, max_queue: int = 64,
                  context_length: int | None = None, lock_after: int = 2, api_key: str | None = None,
+                 prefix_cache: int = 4,
                  dtype: str = "float32", startup_delay: float = 0.0, device: str | None = None,
                  compile: bool = False, request_timeout: float | None = None, exit_on_load_error: bool = False):
         self.model_dir, self.api_key, self.request_timeout = model_dir, api_key, request_timeout
@@ -44,7 +45,7 @@ class ServerState:
         self.active: set = set()  # the HTTP side's requests in the engine, for cancelling them at shutdown
         self.model_name = model_name or Path(model_dir).name or str(model_dir)
         self.kw = dict(max_batch=max_batch, max_queue=max_queue, context_length=context_length,
-                       lock_after=lock_after, compile=compile)
+                       lock_after=lock_after, compile=compile, prefix_cache=prefix_cache)
         self.dtype, self.startup_delay, self.device = dtype, startup_delay, device
         self.status, self.load_error = "loading", None
         self.engine: BatchEngine | None = None
@@ -589,6 +590,9 @@ def render_metrics(state: ServerState) -> str:
     metric("dgemma_generation_tokens_total", "counter", "tokens generated", m["generation_tokens"])
     metric("dgemma_decoder_passes_total", "counter", "decoder passes (one per row per step)", m["decoder_passes"])
     metric("dgemma_steps_total", "counter", "batched denoising steps", m["steps"])
+    metric("dgemma_prefix_cache_hits_total", "counter", "prompts that extended a kept cache", m["prefix_hits"])
+    metric("dgemma_prefix_cache_tokens_total", "counter", "prompt tokens not encoded again thanks to a kept cache",
+           m["prefix_tokens_reused"])
     metric("dgemma_tokens_per_forward", "gauge", "generated tokens per decoder pass",
            m["generation_tokens"] / max(m["decoder_passes"], 1))
     metric("dgemma_batch_size_mean", "gauge", "mean rows per denoising step", m["row_steps"] / max(m["steps"], 1))

@@ -41,6 +41,7 @@ from ..step_graph import StepSettings
 
 log = logging.getLogger("dgemma.serving")
 
+MIN_REUSE = 16  # a kept prefix shorter than this is not worth a cache row
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -86,6 +87,7 @@ class Row:
         L = model.config.canvas_length
         self.n_canvases = 1 if req.suffix is not None else math.ceil(self.cfg.max_new_tokens / L)
         self.length = 0
+        self.encoded: list[int] = []  # what the slot's cache holds: the prompt and the committed canvases
         self.canvas_index = -1
         self.out: list[int] = []  # committed and locked tokens, stop token included, pads dropped
         self.passes = 0
@@ -95,9 +97,12 @@ class Row:
 
 class BatchEngine:
     def __init__(self, model: DiffusionGemma, max_batch: int = 8, max_queue: int = 64,
-                 context_length: int | None = None, lock_after: int = 2, compile: bool = False):
+                 context_length: int | None = None, lock_after: int = 2, compile: bool = False,
+                 prefix_cache: int = 4):
         """`compile`: the engine's compiled step (`Engine(compile=True)`); the decoder batch is then the slots
-        [0, 2^k) holding every running row, so that at most log2(max_batch) + 1 shapes are compiled."""
+        [0, 2^k) holding every running row, so that at most log2(max_batch) + 1 shapes are compiled.
+        `prefix_cache`: how many finished requests' caches are kept (extra cache rows after the batch's) so that a
+        prompt extending one of them (a chat's next turn) encodes only its new tokens."""
         self.model = model.eval()
         cfg = model.config
         self.L, self.V = cfg.canvas_length, cfg.vocab_size
@@ -106,7 +111,11 @@ class BatchEngine:
         self.lock_after, self.compile = lock_after, compile
         self.engine = Engine(model, compile=compile)
         # room for a full context's committed tokens and the canvas after them, within the model's maximum
-        self.cache = model.new_cache(max_batch, min(self.context_length + self.L, cfg.max_position_embeddings))
+        self.cache = model.new_cache(max_batch + prefix_cache,
+                                     min(self.context_length + self.L, cfg.max_position_embeddings))
+        # kept prefixes, least recently used first: (the tokens a cache row holds, that row)
+        self.kept: list[tuple[list[int], int]] = []
+        self.kept_rows = list(range(max_batch, max_batch + prefix_cache))
         self.spare = seeded_generator(0, model.device)  # draws for the idle slots of a one-graph step
         self.every_token = torch.ones(1, self.V, dtype=torch.bool, device=model.device)  # no constraint
         # an idle slot's canvas, a zero self-conditioning input and an unclamped canvas (only ever copied from)
@@ -127,7 +136,7 @@ class BatchEngine:
         # metrics
         self.m = {"requests_total": 0, "requests_finished": 0, "requests_cancelled": 0, "requests_rejected": 0,
                   "requests_failed": 0, "prompt_tokens": 0, "generation_tokens": 0, "decoder_passes": 0,
-                  "steps": 0, "row_steps": 0}
+                  "steps": 0, "row_steps": 0, "prefix_hits": 0, "prefix_tokens_reused": 0}
         self.step_hist = Histogram(LATENCY_BUCKETS)
         self.request_hist = Histogram(LATENCY_BUCKETS)
         self.ttft_hist = Histogram(LATENCY_BUCKETS)
@@ -222,9 +231,15 @@ class BatchEngine:
     def _start(self, req: Request, slot: int):
         row = Row(req, slot, self.model)
         self.m["prompt_tokens"] += len(req.prompt)
-        self.cache.valid[slot] = False  # the slot's earlier keys are gone
+        reused = self._reuse(req.prompt, slot)
+        if reused:
+            row.length, row.encoded = len(reused), list(reused)
+            self.m["prefix_hits"] += 1
+            self.m["prefix_tokens_reused"] += len(reused)
+        else:
+            self.cache.valid[slot] = False  # the slot's earlier keys are gone
         try:
-            self._encode(row, torch.tensor(req.prompt, dtype=torch.long, device=self.model.device))
+            self._encode(row, torch.tensor(req.prompt[row.length:], dtype=torch.long, device=self.model.device))
             self._new_canvas(row)
         except Exception:
             self.free.append(slot)
@@ -255,11 +270,38 @@ class BatchEngine:
         row.locked = 0  # leading positions locked (emitted)
         row.same = torch.zeros(1, L, dtype=torch.long, device=dev)
 
-    def _move(self, row: Row, slot: int) -> None:
-        """Copy a row's cache slot (its keys, values and valid positions) to a free `slot`, and free its own."""
+    def _reuse(self, prompt: list[int], slot: int) -> list[int]:
+        """The longest kept prefix that `prompt` extends, copied into `slot` (or [] when none). Only a whole kept
+        sequence is reused: sliding layers hold a ring of the last positions, so a cache cannot be cut back."""
+        best = max((k for k in self.kept if len(prompt) > len(k[0]) >= MIN_REUSE and prompt[:len(k[0])] == k[0]),
+                   key=lambda k: len(k[0]), default=None)
+        if best is None:
+            return []
+        self._copy_row(best[1], slot)
+        self.kept.remove(best)
+        self.kept.append(best)  # most recently used
+        return best[0]
+
+    def _keep(self, row: Row) -> None:
+        """Keep a finished row's cache (its prompt and committed canvases) for a prompt that extends it, in the
+        least recently used kept row; kept prefixes of it are superseded."""
+        if not (self.kept or self.kept_rows) or row.length < MIN_REUSE:
+            return
+        for k in [k for k in self.kept if row.encoded[:len(k[0])] == k[0]]:
+            self.kept.remove(k)
+            self.kept_rows.append(k[1])
+        spare = self.kept_rows.pop() if self.kept_rows else self.kept.pop(0)[1]
+        self._copy_row(row.slot, spare)
+        self.kept.append((list(row.encoded), spare))
+
+    def _copy_row(self, src: int, dst: int) -> None:
         c = self.cache
         for t in c.keys + c.values + [c.valid]:
-            t[slot] = t[row.slot]
+            t[dst] = t[src]
+
+    def _move(self, row: Row, slot: int) -> None:
+        """Copy a row's cache slot (its keys, values and valid positions) to a free `slot`, and free its own."""
+        self._copy_row(row.slot, slot)
         self.free.append(row.slot)
         row.slot = slot
 
@@ -282,6 +324,7 @@ class BatchEngine:
         else:
             self.engine.append(ids[None], cache)
         row.length = end
+        row.encoded += ids.tolist()
 
     # --- one decoder step over every running row -------------------------------------------------------------
     def _step(self):
@@ -453,6 +496,8 @@ class BatchEngine:
         self._new_canvas(row)
 
     def _retire(self, row: Row, cancelled: bool = False):
+        if row in self.rows and not cancelled:
+            self._keep(row)
         if row in self.rows:
             self.rows.remove(row)
             last = max(self.rows, key=lambda r: r.slot, default=None)
