@@ -16,10 +16,10 @@ python bench/long_prompt.py
 python bench/compile_start.py
 python -m dgemma.tasks.code_eval --tasks 40 --save code-infill
 python -m dgemma.serving.loadtest --model dgemma/assets/code --save serve-code
+python bench/prefix_reuse.py
 python -m dgemma.serving.loadtest --model dgemma/assets/code --duration 600 --clients 8 --max-batch 8 --save serve-soak
 dgemma sudoku --eval 1000 --ar-model bench/baselines/sudoku-ar --save sudoku --threads 2 --batch 100
 if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     python bench/cuda_26b.py
 fi
 dgemma bench --markdown-only
-python bench/prefix_reuse.py
