@@ -35,16 +35,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def tiny_checkpoint(directory, name: str, canvas_length: int, context: int):
+    """A random `tiny` model with the bundled tokenizer, saved as `directory/name`."""
     tok = Tokenizer.from_file(default_tokenizer_path())
-    cfg = get_preset("tiny").replace(vocab_size=tok.vocab_size, canvas_length=32, max_position_embeddings=512)
+    cfg = get_preset("tiny").replace(vocab_size=tok.vocab_size, canvas_length=canvas_length,
+                                     max_position_embeddings=context)
     model = DiffusionGemma(cfg)
     model.init_weights(torch.Generator().manual_seed(0))
-    path = tmp_path_factory.mktemp("ckpt") / NAME
+    path = directory / name
     model.save_pretrained(path)
     shutil.copy(default_tokenizer_path(), path / "tokenizer.json")
     return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), NAME, 32, 512)
 
 
 def start(checkpoint, *extra, env=None):

@@ -5,7 +5,6 @@ and deeply nested bodies are refused quickly."""
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
@@ -14,14 +13,10 @@ schemathesis = pytest.importorskip("schemathesis")
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-import torch  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-from dgemma import DiffusionGemma  # noqa: E402
-from dgemma.config import get_preset  # noqa: E402
 from dgemma.serving.middleware import MAX_BODY_BYTES, MAX_JSON_DEPTH  # noqa: E402
-from dgemma.tokenizer import Tokenizer, default_tokenizer_path  # noqa: E402
-from tests.test_server import start, stop  # noqa: E402
+from tests.test_server import start, stop, tiny_checkpoint  # noqa: E402
 
 NAME = "fuzz"
 
@@ -30,13 +25,7 @@ NAME = "fuzz"
 def server(tmp_path_factory):
     """A tiny random model with a 16-token canvas and a 128-token context, so that any request the fuzzer makes
     is cheap; past 2 s a request ends with a 408 (a generated request may ask for 1024 steps a canvas)."""
-    tok = Tokenizer.from_file(default_tokenizer_path())
-    cfg = get_preset("tiny").replace(vocab_size=tok.vocab_size, canvas_length=16, max_position_embeddings=128)
-    model = DiffusionGemma(cfg)
-    model.init_weights(torch.Generator().manual_seed(0))
-    path = tmp_path_factory.mktemp("ckpt") / NAME
-    model.save_pretrained(path)
-    shutil.copy(default_tokenizer_path(), path / "tokenizer.json")
+    path = tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), NAME, 16, 128)
     proc, url, _ = start(path, "--request-timeout", "2", "--max-batch", "4")
     yield url
     stop(proc)
