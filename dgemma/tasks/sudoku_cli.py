@@ -76,12 +76,11 @@ def args_config(model: DiffusionGemma, args) -> GenerationConfig:
 def run_solve(args) -> int:
     puzzle = S.parse_puzzle(args.puzzle)  # SudokuError is a ValueError: one line, exit 2
     model = load_model(args.model)
-    show = None
-    if args.show:
-        def show(event: StepEvent):
-            grid = S.decode_solution(event.draft[0].tolist())
-            print(f"step {event.step} ({int(event.accepted[0].sum())} cells accepted)\n{S.format_grid(grid)}\n",
-                  flush=True)
+    def print_step(event: StepEvent):
+        grid = S.decode_solution(event.draft[0].tolist())
+        print(f"step {event.step} ({int(event.accepted[0].sum())} cells accepted)\n{S.format_grid(grid)}\n",
+              flush=True)
+    show = print_step if args.show else None
     cfg, seed = args_config(model, args), args.seed or 0
     for tried in range(1, args.tries + 1):  # the rule checker keeps the first valid answer
         try_seed = seed + tried - 1
