@@ -260,6 +260,8 @@ class Engine:
         self.tile_fn = compiled_tile_stats() if compile else None
         self.step_graphs = compiled(model, "step") if compile and model.device.type == "cpu" else None
         self.whole_step = self.step_graphs  # what the loop calls (a benchmark wraps it to time the calls)
+        # the allowed-token table of an unconstrained compiled step: one set, every token
+        self.every_token = torch.ones(1, model.config.vocab_size, dtype=torch.bool, device=model.device)
 
     def one_graph(self, cfg: GenerationConfig, rows: int, generator: torch.Generator) -> bool:
         """Whether a step of `rows` canvases with these settings runs as one compiled graph (`whole_step`)."""
@@ -388,8 +390,7 @@ class Engine:
         if self.static_denoise is not None:
             zero_soft = torch.zeros(B, L, model.config.hidden_size, dtype=model.dtype, device=dev)
             unclamped = torch.zeros(B, L, dtype=torch.bool, device=dev)
-            unrestricted = (torch.ones(1, V, dtype=torch.bool, device=dev),
-                            torch.zeros(B, L, dtype=torch.long, device=dev))
+            unrestricted = (self.every_token, torch.zeros(B, L, dtype=torch.long, device=dev))
         if constraints is not None:
             constraints.validate(L, V)
         if self.step_graphs is not None:

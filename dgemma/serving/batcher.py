@@ -86,13 +86,17 @@ class Row:
         self.stop = torch.tensor(self.cfg.eos_token_id, dtype=torch.long, device=model.device)
         L = model.config.canvas_length
         self.n_canvases = 1 if req.suffix is not None else math.ceil(self.cfg.max_new_tokens / L)
-        self.length = 0
         self.encoded: list[int] = []  # what the slot's cache holds: the prompt and the committed canvases
         self.canvas_index = -1
         self.out: list[int] = []  # committed and locked tokens, stop token included, pads dropped
         self.passes = 0
         self.finish_reason = None
         self.stopped = False
+
+    @property
+    def length(self) -> int:
+        """Tokens in the slot's cache."""
+        return len(self.encoded)
 
 
 class BatchEngine:
@@ -117,7 +121,6 @@ class BatchEngine:
         self.kept: list[tuple[list[int], int]] = []
         self.kept_rows = list(range(max_batch, max_batch + prefix_cache))
         self.spare = seeded_generator(0, model.device)  # draws for the idle slots of a one-graph step
-        self.every_token = torch.ones(1, self.V, dtype=torch.bool, device=model.device)  # no constraint
         # an idle slot's canvas, a zero self-conditioning input and an unclamped canvas (only ever copied from)
         dev = model.device
         self.idle = (torch.zeros(1, self.L, dtype=torch.long, device=dev),
@@ -233,7 +236,7 @@ class BatchEngine:
         self.m["prompt_tokens"] += len(req.prompt)
         reused = self._reuse(req.prompt, slot)
         if reused:
-            row.length, row.encoded = len(reused), list(reused)
+            row.encoded = list(reused)
             self.m["prefix_hits"] += 1
             self.m["prefix_tokens_reused"] += len(reused)
         else:
@@ -251,18 +254,18 @@ class BatchEngine:
         row.canvas_index += 1
         row.current = torch.randint(0, self.V, (1, L), device=dev, generator=row.gen)
         row.fixed = None
-        if row.canvas_index == 0 and row.req.suffix is not None:
+        clamp = None  # (first position, tokens) clamped on the first canvas
+        if row.canvas_index == 0 and row.req.suffix is not None:  # infill: the suffix after a gap of max_tokens
             g = row.cfg.max_new_tokens
-            part = torch.tensor(row.req.suffix[:L - g], dtype=torch.long, device=dev)
             row.current = torch.zeros(1, L, dtype=torch.long, device=dev)
-            row.current[0, g:g + len(part)] = part
-            row.fixed = torch.zeros(1, L, dtype=torch.bool, device=dev)
-            row.fixed[0, g:g + len(part)] = True
+            clamp = g, row.req.suffix[:L - g]
         elif row.canvas_index == 0 and row.req.head:  # a forced tool call: `<|tool_call>call:NAME{` on the canvas
-            n = len(row.req.head)
-            row.current[0, :n] = torch.tensor(row.req.head, dtype=torch.long, device=dev)
+            clamp = 0, row.req.head
+        if clamp is not None:
+            at, part = clamp
+            row.current[0, at:at + len(part)] = torch.tensor(part, dtype=torch.long, device=dev)
             row.fixed = torch.zeros(1, L, dtype=torch.bool, device=dev)
-            row.fixed[0, :n] = True
+            row.fixed[0, at:at + len(part)] = True
         row.argmax = row.current
         row.soft = self.idle[1]  # the first step's exact zero signal
         row.history = torch.full((max(row.cfg.stability_threshold, 1), 1, L), -1, dtype=torch.long, device=dev)
@@ -323,7 +326,6 @@ class BatchEngine:
             self.engine.prefill(ids[None], cache)
         else:
             self.engine.append(ids[None], cache)
-        row.length = end
         row.encoded += ids.tolist()
 
     # --- one decoder step over every running row -------------------------------------------------------------
@@ -405,7 +407,7 @@ class BatchEngine:
         if hidden is None:
             fixed = torch.zeros_like(state[0], dtype=torch.bool) if state[-1] is None else state[-1]
             out = self.engine.step_graph(first.settings, temperature, gens, cache, start, *state[:-1], fixed,
-                                         (self.every_token, torch.zeros_like(fixed, dtype=torch.long)))
+                                         (self.engine.every_token, torch.zeros_like(fixed, dtype=torch.long)))
         else:
             slots = torch.tensor([r.slot for r in group], device=hidden.device)
             out = self.engine.sample(first.cfg, first.step, hidden.index_select(0, slots), temperature, gens, *state)
@@ -496,9 +498,9 @@ class BatchEngine:
         self._new_canvas(row)
 
     def _retire(self, row: Row, cancelled: bool = False):
-        if row in self.rows and not cancelled:
-            self._keep(row)
         if row in self.rows:
+            if not cancelled:
+                self._keep(row)  # before the slot is reused below
             self.rows.remove(row)
             last = max(self.rows, key=lambda r: r.slot, default=None)
             if last is not None and last.slot > row.slot:  # running rows stay in slots [0, R): no idle decoder rows

@@ -17,13 +17,13 @@ from fastapi import Request as HttpRequest
 from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from .schemas import APIError, documented, error_body
+from .schemas import SEED_RANGE, APIError, documented, error_body
 
 
 class SudokuRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     puzzle: str = Field(description="81 cells, row by row: digits 1-9, and 0 or . for a blank")
-    seed: int = Field(0, ge=-2**63, lt=2**64)
+    seed: int = Field(0, **SEED_RANGE)
     stream: bool = False
 
 

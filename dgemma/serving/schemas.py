@@ -20,6 +20,9 @@ def error_body(message, type_="invalid_request_error", param=None, code=None) ->
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+SEED_RANGE = dict(ge=-2**63, lt=2**64)  # what torch's generators take
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     include_usage: bool = False
@@ -46,7 +49,7 @@ class Extensions(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=-2**63, lt=2**64)  # what torch's generators take
+    seed: int | None = Field(None, **SEED_RANGE)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
 
@@ -110,7 +113,7 @@ class InfillRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_k: int | None = None
     top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = Field(None, ge=-2**63, lt=2**64)
+    seed: int | None = Field(None, **SEED_RANGE)
     stream: bool = False
 
 
