@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from ..chat_format import parse_reply
 from ..engine import GenerationConfig
 from . import chat as chat_io
 from .batcher import BatchEngine, EngineDeadError, QueueFullError, Request, SamplingParams
-from .middleware import GuardMiddleware
+from .middleware import GuardMiddleware, until_disconnected
 from .playground import add_routes as add_playground
 from .schemas import (APIError, ChatRequest, ChatResponse, CompletionRequest, CompletionResponse, DetokenizeRequest,
                       DetokenizeResponse, Health, InfillRequest, InfillResponse, ModelCard, ModelList,
@@ -109,17 +110,16 @@ def _param_of(loc) -> str | None:
 
 
 def create_app(state: ServerState) -> FastAPI:
-    app = FastAPI(title="dgemma", docs_url=None, redoc_url=None)
-    app.state.dgemma = state
-
-    @app.on_event("startup")
-    async def _startup():
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        """The model loads in a thread, so /health answers `loading` at once; the engine stops on shutdown."""
         threading.Thread(target=state.load, name="dgemma-load", daemon=True).start()
-
-    @app.on_event("shutdown")
-    async def _shutdown():
+        yield
         if state.engine:
             state.engine.shutdown()
+
+    app = FastAPI(title="dgemma", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.dgemma = state
 
     @app.exception_handler(APIError)
     async def _api_error(request, exc: APIError):
@@ -364,9 +364,8 @@ def create_app(state: ServerState) -> FastAPI:
 
     async def _hang_up(http, eng, req, q):
         """Cancel the request the moment its client disconnects, streamed or not, so that it costs no decoder pass
-        after the engine's next step (the body has been read: the next ASGI message is the disconnect)."""
-        while (await http.receive())["type"] != "http.disconnect":
-            pass
+        after the engine's next step."""
+        await until_disconnected(http)
         eng.cancel(req)
         q.put_nowait(("gone", None))
 
