@@ -200,3 +200,57 @@ def test_sudoku_endpoint_answers_and_refuses_bad_grids(server):
         assert r.status_code == 400 and err["param"] == "puzzle" and message in err["message"], r.text
     r = httpx.post(server + "/v1/sudoku", json={"puzzle": PUZZLE, "steps": 3}, timeout=60)
     assert r.status_code == 400 and r.json()["error"]["param"] == "steps"  # unknown fields are refused
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_sudoku_solve_stops_when_its_client_disconnects(monkeypatch, stream):
+    """The route learns of the disconnect from the ASGI channel itself and the solve's next step sees it
+    (a solver that would run 5 s is stopped within 2)."""
+    import asyncio
+    import json
+    import threading
+
+    from fastapi import FastAPI
+
+    from dgemma.serving import playground
+
+    stopped = threading.Event()
+
+    class SlowSolver:
+        def solve(self, cells, seed, on_grid, cancelled):
+            for step in range(500):
+                if cancelled():
+                    stopped.set()
+                    raise playground._Cancelled
+                on_grid({"step": step, "grid": PUZZLE})
+                time.sleep(0.01)
+            return {"solution": PUZZLE, "valid": False, "tokens_per_forward": 1.0}
+
+    monkeypatch.setattr(playground, "SudokuSolver", SlowSolver)
+    app = FastAPI()
+    playground.add_routes(app)
+    body = json.dumps({"puzzle": PUZZLE, "stream": stream}).encode()
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await asyncio.sleep(0.2)  # the client reads a little, then goes away
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        pass
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "path": "/v1/sudoku", "raw_path": b"/v1/sudoku", "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"application/json")], "client": ("t", 1), "server": ("t", 80)}
+
+    async def call():
+        try:
+            await asyncio.wait_for(app(scope, receive, send), 2)
+        except playground.APIError as e:  # not streamed: the route's 499 (this bare app has no error handler)
+            assert e.status == 499
+
+    start_t = time.monotonic()
+    asyncio.run(call())
+    assert stopped.wait(2 - (time.monotonic() - start_t) + 0.5)

@@ -27,6 +27,13 @@ def json_depth(body: bytes) -> int:
     return int(np.cumsum(_DEPTH[np.frombuffer(bare, dtype=np.uint8)], dtype=np.int64).max(initial=0))
 
 
+async def until_disconnected(http) -> None:
+    """Return when the client of `http` (a request whose body has been read) disconnects: the next ASGI message
+    is then the disconnect, so a route can stop its work at once instead of polling."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
+
+
 async def _reject(send, receive, scope, status: int, message: str, code: str, param: str | None = None):
     await JSONResponse(error_body(message, "invalid_request_error", param, code), status_code=status)(
         scope, receive, send)

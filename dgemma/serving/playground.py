@@ -17,6 +17,7 @@ from fastapi import Request as HttpRequest
 from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from .middleware import until_disconnected
 from .schemas import SEED_RANGE, APIError, documented, error_body
 
 
@@ -90,20 +91,23 @@ def add_routes(app: FastAPI) -> None:
                 loop.call_soon_threadsafe(queue.put_nowait, {"error": f"{type(e).__name__}: {e}"})
         worker = loop.run_in_executor(None, work)
 
+        async def hang_up():
+            await until_disconnected(http)
+            queue.put_nowait({"gone": True})
+
         async def events():
             """The worker's grids, then its result; a client that goes away stops the solve at the next step."""
+            watcher = asyncio.ensure_future(hang_up())
             try:
                 while True:
-                    try:
-                        item = await asyncio.wait_for(queue.get(), 0.5)
-                    except asyncio.TimeoutError:
-                        if await http.is_disconnected():
-                            return
-                        continue
+                    item = await queue.get()
+                    if "gone" in item:
+                        return
                     yield item
                     if "done" in item or "error" in item:
                         return
             finally:
+                watcher.cancel()
                 gone.set()
 
         if body.stream:
