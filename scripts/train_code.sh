@@ -9,10 +9,10 @@
 # model's (`git show 97ee13e:scripts/train_code.sh` reproduces it, with that commit's tokenizer script).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MC='{"vocab_size":2048,"hidden_size":256,"intermediate_size":384,"num_layers":6,"num_heads":4,"num_kv_heads":2,"head_dim":64,"global_head_dim":128,"num_global_kv_heads":1,"sliding_window":128,"layer_types":["sliding_attention","sliding_attention","full_attention","sliding_attention","sliding_attention","full_attention"],"num_experts":8,"top_k_experts":2,"moe_intermediate_size":128,"canvas_length":128,"max_position_embeddings":4096}'
+MC='{"vocab_size":2048,"hidden_size":256,"intermediate_size":384,"num_layers":6,"num_heads":4,"num_kv_heads":2,"head_dim":64,"global_head_dim":128,"num_global_kv_heads":1,"sliding_window":128,"layer_types":["sliding_attention","sliding_attention","full_attention","sliding_attention","sliding_attention","full_attention"],"num_experts":8,"top_k_experts":2,"moe_intermediate_size":128,"canvas_length":64,"max_position_embeddings":4096}'
 OUT=${OUT:-runs/code25}
 mkdir -p "$OUT"
-python -m dgemma.training.cli --data code --tokenizer dgemma/assets/code/tokenizer.json --init tiny --model-config "$MC" \
+python -m dgemma.training.cli --data code --tokenizer ${TOKENIZER:-dgemma/assets/code/tokenizer.json} --init tiny --model-config "$MC" \
   --steps ${STEPS:-1600} --batch-size 16 --lr 1e-3 --warmup 100 --supervise all --encoder-loss-weight 1.0 \
   --clean-span 0.3 --threads 2 --seed 0 --eval-every 200 --eval-batches 4 --log-every 10 --save-every-min 5 \
   --out "$OUT" --export ${EXPORT:-runs/code25/export} "$@"
