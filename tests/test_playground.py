@@ -252,5 +252,8 @@ def test_a_sudoku_solve_stops_when_its_client_disconnects(monkeypatch, stream):
             assert e.status == 499
 
     start_t = time.monotonic()
-    asyncio.run(call())
+    # in a thread of its own: Playwright's sync API keeps an event loop running in this one
+    runner = threading.Thread(target=asyncio.run, args=(call(),))
+    runner.start()
+    runner.join()
     assert stopped.wait(2 - (time.monotonic() - start_t) + 0.5)
