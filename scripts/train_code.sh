@@ -2,9 +2,10 @@
 # The code model of issue #25: block diffusion on the generated function corpus (dgemma.tasks.code_corpus, training
 # split only), one document per example cut into a prompt and the rest at a line end, 30% of the canvases keeping
 # one clean span as an infill's suffix does; two threads on a 2-core CPU.
-#   python scripts/train_tokenizer.py                       # dgemma/assets/code/tokenizer.json, 2048 tokens
-#   STEPS=1600 bash scripts/train_code.sh                   # then, to continue a stopped run:
-#   STEPS=1600 bash scripts/train_code.sh --resume
+# The tokenizer goes beside the run, not over the bundled one, while the bundled weights still use that one:
+#   python scripts/train_tokenizer.py --out runs/tok2048/tokenizer.json                 # 2048 tokens, 5 s
+#   TOKENIZER=runs/tok2048/tokenizer.json STEPS=2400 bash scripts/train_code.sh --eval-every 300 --log-every 20
+# (61 min here: held-out losses 0.61 decoder / 0.22 encoder); the same command with --resume continues a stopped run.
 # In progress: until this run's weights replace them, the bundled weights and tokenizer are the standard-library
 # model's (`git show 97ee13e:scripts/train_code.sh` reproduces it, with that commit's tokenizer script).
 set -euo pipefail
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 MC='{"vocab_size":2048,"hidden_size":256,"intermediate_size":384,"num_layers":6,"num_heads":4,"num_kv_heads":2,"head_dim":64,"global_head_dim":128,"num_global_kv_heads":1,"sliding_window":128,"layer_types":["sliding_attention","sliding_attention","full_attention","sliding_attention","sliding_attention","full_attention"],"num_experts":8,"top_k_experts":2,"moe_intermediate_size":128,"canvas_length":64,"max_position_embeddings":4096}'
 OUT=${OUT:-runs/code25}
 mkdir -p "$OUT"
-python -m dgemma.training.cli --data code --tokenizer ${TOKENIZER:-dgemma/assets/code/tokenizer.json} --init tiny --model-config "$MC" \
+python -m dgemma.training.cli --data code --tokenizer "${TOKENIZER:-dgemma/assets/code/tokenizer.json}" --init tiny --model-config "$MC" \
   --steps ${STEPS:-1600} --batch-size 16 --lr 1e-3 --warmup 100 --supervise all --encoder-loss-weight 1.0 \
   --clean-span 0.3 --threads 2 --seed 0 --eval-every 200 --eval-batches 4 --log-every 10 --save-every-min 5 \
   --out "$OUT" --export ${EXPORT:-runs/code25/export} "$@"
