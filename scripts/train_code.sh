@@ -5,7 +5,11 @@
 # The tokenizer goes beside the run, not over the bundled one, while the bundled weights still use that one:
 #   python scripts/train_tokenizer.py --out runs/tok2048/tokenizer.json                 # 2048 tokens, 5 s
 #   TOKENIZER=runs/tok2048/tokenizer.json STEPS=2400 bash scripts/train_code.sh --eval-every 300 --log-every 20
-# (61 min here: held-out losses 0.61 decoder / 0.22 encoder); the same command with --resume continues a stopped run.
+# (61 min here: held-out losses 0.61 decoder / 0.22 encoder; responses of one canvas only: it predates --canvases for
+# code data). Then longer documents too, responses of up to two canvases, on a fresh cosine from 5e-4:
+#   TOKENIZER=runs/tok2048/tokenizer.json STEPS=8000 bash scripts/train_code.sh --eval-every 300 --log-every 20 \
+#     --resume --lr 5e-4 --canvases 2
+# (the same command again continues it when stopped).
 # In progress: until this run's weights replace them, the bundled weights and tokenizer are the standard-library
 # model's (`git show 97ee13e:scripts/train_code.sh` reproduces it, with that commit's tokenizer script).
 set -euo pipefail

@@ -13,7 +13,7 @@ import torch
 from dgemma.tasks import code_corpus as C
 from dgemma.tasks.code_corpus.family import Family, Variant, check_family, passes
 from dgemma.tokenizer import Tokenizer
-from dgemma.training.data import CodeData
+from dgemma.training.data import CodeData, DataError
 from dgemma.training.objective import sample_draws
 
 
@@ -71,18 +71,29 @@ def test_a_document_tokenizes_the_same_cut_at_any_line_end(tok):
             assert tok.encode(text[:i]) + tok.encode(text[i:]) == whole
 
 
-def test_code_batches_are_prompt_and_rest_one_canvas_wide(tok):
-    data = CodeData(tok, 128, "train")
-    ids, P, valid = data.batch(8, random.Random(1))
-    assert ids.shape == (8, P + 128) and valid.shape == ids.shape
-    for row, ok in zip(ids.tolist(), valid.tolist()):
-        start = ok.index(True)
-        assert row[start] == tok.bos_id and all(t == tok.pad_id for t in row[:start])
-        rest = row[P:]
-        assert tok.eos_id in rest and all(t == tok.eos_id for t in rest[rest.index(tok.eos_id):])
-        text = tok.decode(row[start + 1:P + rest.index(tok.eos_id)])
-        assert text.startswith("def ") and "\n\n\nassert " in text
-    assert torch.equal(ids, CodeData(tok, 128, "train").batch(8, random.Random(1))[0])  # deterministic
+def test_code_batches_are_prompt_and_rest_of_one_canvas_count(tok):
+    """Each batch's responses span one canvas count, that of its first draw (no step is spent on EOS fill to a
+    longer neighbour); both counts come up; nothing longer than max_canvases is drawn."""
+    data = CodeData(tok, 32, "train", max_canvases=2)
+    widths = set()
+    for seed in range(6):
+        ids, P, valid = data.batch(8, random.Random(seed))
+        C = (ids.shape[1] - P) // 32
+        assert ids.shape == (8, P + C * 32) and valid.shape == ids.shape and C in (1, 2)
+        widths.add(C)
+        for row, ok in zip(ids.tolist(), valid.tolist()):
+            start = ok.index(True)
+            assert row[start] == tok.bos_id and all(t == tok.pad_id for t in row[:start])
+            rest = row[P:]
+            end = rest.index(tok.eos_id)
+            assert (C - 1) * 32 < end + 1 <= C * 32  # the response with its EOS needs all C canvases
+            assert all(t == tok.eos_id for t in rest[end:])
+            text = tok.decode(row[start + 1:P + end])
+            assert text.startswith("def ") and "\n\n\nassert " in text
+    assert widths == {1, 2}
+    assert torch.equal(ids, CodeData(tok, 32, "train", max_canvases=2).batch(8, random.Random(5))[0])  # deterministic
+    with pytest.raises(DataError, match="at least one canvas"):
+        CodeData(tok, 32, "train", max_canvases=0)
 
 
 def test_clean_span_draws_keep_one_span_and_default_draws_are_unchanged():

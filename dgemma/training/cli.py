@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--steps", type=int, default=1000, help="optimizer steps")
     a("--batch-size", type=int, default=16, help="examples per micro-batch")
     a("--accum", type=int, default=1, help="gradient accumulation micro-batches per step")
-    a("--canvases", type=int, default=2, help="canvases per packed sequence (text pretraining)")
+    a("--canvases", type=int, default=2, help="canvases per packed sequence (text pretraining); the most a response spans (--data code)")
     a("--lr", type=float, default=1.5e-4, help="peak learning rate")
     a("--final-lr-ratio", type=float, default=0.1, help="cosine decays to this fraction of --lr")
     a("--warmup", type=int, default=100, help="warmup steps")

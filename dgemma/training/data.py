@@ -128,25 +128,34 @@ def read_jsonl(path, tokenizer) -> list[tuple[list[int], list[int]]]:
 
 class CodeData:
     """Documents of the generated function corpus (dgemma.tasks.code_corpus), drawn afresh for every batch and
-    cut into a prompt and the rest at a line end (`code_corpus.cut`), then batched as SFT pairs. Documents longer
-    than one canvas (about 5% at 128 tokens) are left out, so that a batch is one canvas wide."""
+    cut into a prompt and the rest at a line end (`code_corpus.cut`), then batched as SFT pairs. A response spans
+    at most `max_canvases` canvases (longer documents are left out). A batch holds responses of one canvas count,
+    that of its first draw, so that a short one is not EOS-filled to a long one's width: each count comes up as
+    often as the corpus has it, and no step is spent on fill."""
 
-    def __init__(self, tokenizer, canvas_length: int, split: str):
+    def __init__(self, tokenizer, canvas_length: int, split: str, max_canvases: int = 1):
         from dgemma.tasks import code_corpus
         if tokenizer is None:
             raise DataError("--data code needs --tokenizer")
+        if max_canvases < 1:
+            raise DataError(f"code data needs at least one canvas per response, got {max_canvases}")
         code_corpus.verify()  # no wrong code is trained on (nor evaluated against)
-        self.corpus, self.tok, self.split = code_corpus, tokenizer, split
+        self.corpus, self.tok, self.split, self.max_canvases = code_corpus, tokenizer, split, max_canvases
         self.sft = SFTData([], canvas_length, tokenizer.eos_id, tokenizer.pad_id)
 
     def batch(self, batch_size: int, rng: random.Random):
-        pairs = []
+        pairs, width = [], None
         while len(pairs) < batch_size:
             text = self.corpus.draw(rng, self.split)[1]
-            if len(self.tok.encode(text)) >= self.sft.L:
-                continue
             i = self.corpus.cut(text, rng)
-            pairs.append(([self.tok.bos_id] + self.tok.encode(text[:i]), self.tok.encode(text[i:]) + [self.tok.eos_id]))
+            prompt, rest = [self.tok.bos_id] + self.tok.encode(text[:i]), self.tok.encode(text[i:]) + [self.tok.eos_id]
+            canvases = -(-len(rest) // self.sft.L)
+            if canvases > self.max_canvases:
+                continue
+            width = width or canvases
+            if canvases != width:
+                continue
+            pairs.append((prompt, rest))
         return self.sft._make(pairs)
 
 

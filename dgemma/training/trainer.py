@@ -43,7 +43,8 @@ def make_data(args, config, tokenizer):
         ev = D.SudokuData(args.eval_examples, args.seed + 10_000, L, config.vocab_size)
         return train, ev
     if args.data == "code":
-        return D.CodeData(tokenizer, L, "train"), D.CodeData(tokenizer, L, "heldout")
+        return (D.CodeData(tokenizer, L, "train", args.canvases),
+                D.CodeData(tokenizer, L, "heldout", args.canvases))
     if args.data == "stdlib":
         from ..tokenizer import stdlib_files
         train = D.PackedText(D.read_text_files(stdlib_files(held_out=False), tokenizer), L, args.canvases)
