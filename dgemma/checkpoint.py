@@ -169,6 +169,7 @@ def load_model(model_cls, path_or_preset, dtype=torch.float32, device="cpu", see
         if buf.is_meta:
             raise CheckpointError(f"{path}: internal error, buffer {name} not materialised")
     model.generation_defaults = read_generation_config(path)
+    model.checkpoint_dir = path
     return model
 
 

@@ -9,7 +9,7 @@ function, eager and compiled, for any batch (`Engine.stream(..., constraints=...
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,11 +22,15 @@ class Constraints:
     tokens, clamp: (C, L) long and bool: clamped positions and their tokens.
     index: (C, L) long: each position's allowed set, a row of `sets`.
     sets: (S, V) bool: the allowed tokens of each set; set 0 allows every token.
+    repair: called with (c, the (B, L) argmax canvas c) when canvas c is committed, returns the canvas to commit:
+        where the positions' token sets cannot say what a valid output is (a value that ends before its slot
+        does), the committed canvas is read and fixed (dgemma.json_schema). None commits the argmax as it is.
     """
     tokens: torch.Tensor
     clamp: torch.Tensor
     index: torch.Tensor
     sets: torch.Tensor
+    repair: Callable[[int, torch.Tensor], torch.Tensor] | None = None
 
     @classmethod
     def build(cls, canvases: Sequence[Sequence[int | Iterable[int] | None]], L: int, V: int) -> "Constraints":

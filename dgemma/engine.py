@@ -446,6 +446,8 @@ class Engine:
                 if not any(active):
                     break
             steps_per_canvas.append(steps)
+            if given is not None and constraints.repair is not None:
+                argmax = constraints.repair(c, argmax)
             tokens = apply_stop_tokens(argmax, finished_seq, eos, cfg.pad_token_id)
             if c == n_canvases - 1:
                 finished_seq[:] = True

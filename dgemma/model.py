@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -289,6 +290,8 @@ class DiffusionGemma(nn.Module):
         self.prefill_chunk = 2048  # encode() splits longer inputs (without autograd) into chunks of this many tokens
         # where generation starts: the reference's defaults, or a loaded checkpoint's generation_config.json
         self.generation_defaults = dict(GENERATION_DEFAULTS)
+        self.checkpoint_dir = None  # the directory it was loaded from (its tokenizer.json serves json_schema)
+        self._tokenizer = None
 
     # --- construction ------------------------------------------------------------------------------------
     @classmethod
@@ -519,13 +522,23 @@ class DiffusionGemma(nn.Module):
                  eos_token_id=None, pad_token_id: int | None = None, seed: int | None = None, attention_mask=None,
                  sampler: str = "entropy", tau: float | None = None, temperature: float | None = None,
                  top_k: int | None = None, top_p: float | None = None, canvas=None, clamp=None, constraints=None,
-                 skip_finished_rows: bool = True, stream: bool = False, compile: bool = False):
+                 json_schema: dict | None = None, tokenizer=None, skip_finished_rows: bool = True,
+                 stream: bool = False, compile: bool = False):
         """Block-diffusion generation (see dgemma.engine). Settings left at None come from the checkpoint's
         generation_config.json (`generation_defaults`). Returns `GenerateOutput` (sequences with the prompt,
         tokens_per_forward per row, steps per canvas), or with `stream=True` an iterator of step/canvas events
         ending with that output. `compile`: the decoder runs compiled (see `Engine`). `constraints`
-        (dgemma.constraints.Constraints): clamped and restricted positions of the first canvases."""
+        (dgemma.constraints.Constraints): clamped and restricted positions of the first canvases. `json_schema`:
+        output valid against this schema (dgemma.json_schema; its layout sets the length), with `tokenizer` or the
+        one beside the checkpoint."""
         from .engine import Engine, GenerationConfig
+        if json_schema is not None:
+            from .json_schema import plan
+            if constraints is not None:
+                raise ValueError("give json_schema or constraints, not both")
+            ids = torch.as_tensor(input_ids)
+            constraints, max_new_tokens = plan(json_schema, tokenizer or self.tokenizer(), self.config,
+                                               ids.shape[-1], max_new_tokens)
         cfg = GenerationConfig.from_checkpoint(
             self.generation_defaults, sampler, entropy_bound, tau, max_new_tokens=max_new_tokens,
             max_denoising_steps=max_denoising_steps, t_min=t_min, t_max=t_max, temperature=temperature, top_k=top_k,
@@ -538,6 +551,16 @@ class DiffusionGemma(nn.Module):
         for event in events:
             pass
         return event
+
+    def tokenizer(self):
+        """The tokenizer.json beside the checkpoint this model was loaded from."""
+        from .tokenizer import Tokenizer
+        if self.checkpoint_dir is None or not (Path(self.checkpoint_dir) / "tokenizer.json").is_file():
+            raise ValueError("this model has no tokenizer.json beside its weights (a preset, or a checkpoint without "
+                             "one): pass tokenizer=")
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer.from_dir(self.checkpoint_dir)
+        return self._tokenizer
 
     def generate_ar(self, input_ids, *, max_new_tokens: int | None = None, temperature: float = 0.0,
                     eos_token_id=None, pad_token_id: int | None = None, seed: int | None = None, attention_mask=None):
