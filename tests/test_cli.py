@@ -82,6 +82,31 @@ def test_bad_input_is_one_line_and_exit_2(ckpt, capsys, argv, message):
     assert err.count("\n") == 1 and message in err, err
 
 
+def test_generate_json_schema_writes_valid_json_and_bad_schemas_are_one_line(ckpt, tmp_path, capsys):
+    from dgemma.json_schema import validate
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 9},
+                                               "ok": {"type": "boolean"}, "s": {"type": "string", "maxLength": 6}}}
+    good = tmp_path / "schema.json"
+    good.write_text(json.dumps(schema))
+    rc, out, _ = run(["generate", "x = ", "--model", str(ckpt), "--json-schema", str(good), "--steps", "3",
+                      "--seed", "0", "--json"], capsys)
+    assert rc == 0 and validate(json.loads(json.loads(out)["text"]), schema) == []
+    (tmp_path / "bad.json").write_text('{"type": "string", "format": "email"}')
+    (tmp_path / "broken.json").write_text('{"type": ')
+    (tmp_path / "big.json").write_text(json.dumps({"type": "array", "items": {"type": "integer"}, "minItems": 30}))
+    (tmp_path / "wide.json").write_text(json.dumps({"type": "array", "items": {"type": "string"}}))
+    for argv, message in ((["--json-schema", str(tmp_path / "bad.json")], "bad.json: $: unsupported keyword 'format'"),
+                          (["--json-schema", str(tmp_path / "broken.json")], "broken.json: not valid JSON"),
+                          (["--json-schema", str(tmp_path / "nothere.json")], "nothere.json: no such file"),
+                          (["--json-schema", str(tmp_path / "big.json"), "--max-new-tokens", "1024"],
+                           "more than the model's context of 96"),
+                          (["--json-schema", str(tmp_path / "big.json")], "more than max_new_tokens 256"),
+                          (["--json-schema", str(tmp_path / "wide.json")], "value of 17 tokens does not fit in a canvas of 16"),
+                          (["--json-schema", str(good), "--tries", "2"], "always valid JSON")):
+        rc, out, err = run(["generate", "x", "--model", str(ckpt)] + argv, capsys)
+        assert rc == 2 and out == "" and err.count("\n") == 1 and message in err, err
+
+
 def test_checkpoint_without_tokenizer_is_named(ckpt, tmp_path, capsys):
     bare = tmp_path / "bare"
     shutil.copytree(ckpt, bare)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import shutil
@@ -187,9 +188,20 @@ def run_generate(args) -> int:
         raise CommandError("empty prompt: give the text to continue")
     if args.tries < 1:
         raise CommandError(f"--tries must be at least 1, got {args.tries}")
+    if args.json_schema and args.tries > 1:
+        raise CommandError("--tries checks that the text parses as Python; with --json-schema it is always valid JSON")
+    schema = read_schema(args.json_schema) if args.json_schema else None
     model, tok = load(args)
     cfg = generation_config(args, model, tok)
     ids = tok.encode(args.prompt, add_bos=True)
+    constraints = None
+    if schema is not None:
+        from ..json_schema import SchemaError, plan
+        try:
+            constraints, new = plan(schema, tok, model.config, len(ids), cfg.max_new_tokens)
+        except SchemaError as e:
+            raise CommandError(f"{args.json_schema}: {e}") from None
+        cfg = dataclasses.replace(cfg, max_new_tokens=new)
     check_context(model, len(ids), cfg.max_new_tokens)
     view = make_view(args, tok)
     engine = Engine(model, compile=args.compile)
@@ -198,8 +210,10 @@ def run_generate(args) -> int:
     for attempt in range(args.tries):
         if view:
             print(f"\x1b[1m{args.prompt}\x1b[0m", end="", flush=True)
-        out, new_ids, seconds = run_generation(engine, ids, cfg, base + attempt, tok, view)
+        out, new_ids, seconds = run_generation(engine, ids, cfg, base + attempt, tok, view, constraints=constraints)
         text = tok.decode(new_ids)
+        if schema is not None:  # valid by construction; printed without the slots' filler whitespace
+            text = json.dumps(json.loads(text), ensure_ascii=False)
         if args.tries == 1:
             break
         ok = python_parses(args.prompt + text)
@@ -215,6 +229,16 @@ def run_generate(args) -> int:
     report(args, out, text if view or args.json or args.quiet else args.prompt + text, new_ids, seconds, len(ids),
            view, **extra)
     return 0
+
+
+def read_schema(path: str) -> dict:
+    file = Path(path)
+    if not file.is_file():
+        raise CommandError(f"{file}: no such file")
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CommandError(f"{file}: not valid JSON ({e})") from None
 
 
 def python_parses(source: str) -> bool:
@@ -318,6 +342,9 @@ def register(sub) -> None:
     p.add_argument("--tries", type=int, default=1,
                    help="generate up to N samples (seeds SEED, SEED+1, ...) and keep the first whose prompt + text "
                    "parses as Python: a cheap check on fast drafts, for code models (default 1)")
+    p.add_argument("--json-schema", metavar="FILE", default=None,
+                   help="write JSON valid against the JSON Schema in FILE: its skeleton is clamped on the canvas and "
+                   "the model fills the values (supported keywords: see dgemma.json_schema)")
     add_model_args(p)
     add_sampling_args(p)
     add_output_args(p)
