@@ -519,19 +519,21 @@ class Template:
         return out
 
 
-def plan(schema: dict, tokenizer, config, prompt_len: int, max_new_tokens: int | None = None):
+def plan(schema: dict, tokenizer, config, prompt_len: int, max_new_tokens: int | None = None,
+         context: int | None = None):
     """(Constraints, the new tokens to generate) for output valid against `schema` after a prompt of
-    `prompt_len` tokens; SchemaErrors for a schema that is not supported or whose layout does not fit."""
-    L = config.canvas_length
+    `prompt_len` tokens, within `context` positions (default: the model's); SchemaErrors for a schema that is not
+    supported or whose layout does not fit."""
+    L, context = config.canvas_length, context or config.max_position_embeddings
     template = Template(schema, tokenizer, L, tokenizer.eos_id)
     if max_new_tokens is not None and max_new_tokens < template.length:
         raise SchemaError(f"the schema's output takes {template.length} tokens, more than max_new_tokens "
                           f"{max_new_tokens}")
     need = template.canvases() * L
-    if prompt_len + need > config.max_position_embeddings:
+    if prompt_len + need > context:
         raise SchemaError(f"the schema's output takes {need} positions ({template.canvases()} canvases of {L}) "
                           f"after a prompt of {prompt_len} tokens: {prompt_len + need}, more than the model's "
-                          f"context of {config.max_position_embeddings}")
+                          f"context of {context}")
     return template.constraints(), need
 
 

@@ -28,7 +28,7 @@ from .middleware import GuardMiddleware, until_disconnected
 from .playground import add_routes as add_playground
 from .schemas import (APIError, ChatRequest, ChatResponse, CompletionRequest, CompletionResponse, DetokenizeRequest,
                       DetokenizeResponse, Health, InfillRequest, InfillResponse, ModelCard, ModelList,
-                      TokenizeRequest, TokenizeResponse, documented, error_body)
+                      TokenizeRequest, TokenizeResponse, documented, error_body, structured_output)
 
 log = logging.getLogger("dgemma.serving")
 
@@ -234,9 +234,7 @@ def create_app(state: ServerState) -> FastAPI:
                        ("best_of", body.best_of not in (None, 1), "best_of is not supported")]
         else:
             checks += [("logprobs", bool(body.logprobs), "logprobs is not supported"),
-                       ("top_logprobs", body.top_logprobs is not None, "top_logprobs is not supported"),
-                       ("response_format", body.response_format not in (None, {"type": "text"}),
-                        "response_format other than text is not supported")]
+                       ("top_logprobs", body.top_logprobs is not None, "top_logprobs is not supported")]
         for param, bad, msg in checks:
             if bad:
                 raise APIError(400, msg, param=param, code="unsupported_parameter")
@@ -270,12 +268,13 @@ def create_app(state: ServerState) -> FastAPI:
 
     def run(http: HttpRequest, prompt: list[int], params: SamplingParams, stops: list[str],
             suffix: list[int] | None = None, raw: bool = False, timeout: float | None = None,
-            head: list[int] | None = None):
+            head: list[int] | None = None, constraints=None):
         """Submit a request now (so a full queue is a 503 even for streams) and return an async generator of
         ("text", delta), ("draft", payload), finally ("done", info). `raw`: special tokens stay in the text
         (the chat reply parser reads thoughts and tool calls from them). `timeout`: seconds from now (default: the
         server's --request-timeout) after which the request ends with a 408 and its row is freed. `head`: tokens
-        clamped at the start of the reply's first canvas (a forced tool call), part of the reply."""
+        clamped at the start of the reply's first canvas (a forced tool call), part of the reply. `constraints`:
+        structured output (`structured_output`)."""
         eng = state.ready()
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
@@ -286,7 +285,7 @@ def create_app(state: ServerState) -> FastAPI:
             except RuntimeError:  # the event loop is closed (server shutting down)
                 req.cancelled = True
 
-        req = Request(prompt, params, emit, suffix=suffix, head=head)
+        req = Request(prompt, params, emit, suffix=suffix, head=head, constraints=constraints)
         timeout = timeout or state.request_timeout
         try:
             eng.submit(req)
@@ -435,16 +434,22 @@ def create_app(state: ServerState) -> FastAPI:
         stops = stops_of(body.stop)
         ids = prompt_ids(body.prompt)
         suffix = None
+        constraints, max_tokens = structured_output(
+            body.response_format, state.tokenizer, eng.model.config, eng.context_length, len(ids),
+            body.max_tokens if "max_tokens" in body.model_fields_set else None)
+        if constraints is not None and body.suffix is not None:
+            raise APIError(400, "response_format json_schema cannot be combined with suffix", param="response_format")
+        max_tokens = max_tokens or body.max_tokens
         if body.suffix is not None:
             suffix = state.tokenizer.encode(body.suffix)
             if body.max_tokens + len(suffix) > eng.L:
                 raise APIError(400, f"infill needs max_tokens + suffix tokens <= the canvas length {eng.L}, got "
                                     f"{body.max_tokens} + {len(suffix)}", param="suffix",
                                code="suffix_too_long")
-        params = make_params(body, body.max_tokens, len(ids) + len(suffix or []), eng)
+        params = make_params(body, max_tokens, len(ids) + len(suffix or []), eng)
         state.http["completions"] += 1
         cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        gen = run(http, ids, params, stops, suffix, timeout=body.timeout)
+        gen = run(http, ids, params, stops, suffix, timeout=body.timeout, constraints=constraints)
 
         def chunk(delta, finish):
             return {"id": cid, "object": "text_completion", "created": created, "model": state.model_name,
@@ -470,6 +475,11 @@ def create_app(state: ServerState) -> FastAPI:
             raise APIError(400, "this checkpoint has no chat template; use /v1/completions", param="messages")
         ids, head, parsed = chat_io.prepare(body, tok)
         max_tokens = body.max_completion_tokens or body.max_tokens
+        constraints, max_tokens = structured_output(body.response_format, tok, eng.model.config, eng.context_length,
+                                                    len(ids), max_tokens)
+        if constraints is not None and head:
+            raise APIError(400, "response_format json_schema cannot be combined with a forced tool call",
+                           param="response_format")
         if max_tokens is None:
             max_tokens = max(1, min(eng.L, eng.context_length - len(ids)))
         if len(head) >= min(max_tokens, eng.L):
@@ -479,7 +489,7 @@ def create_app(state: ServerState) -> FastAPI:
         params = make_params(body, max_tokens, len(ids), eng)
         state.http["chat"] += 1
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        gen = run(http, ids, params, stops, raw=parsed, timeout=body.timeout, head=head)
+        gen = run(http, ids, params, stops, raw=parsed, timeout=body.timeout, head=head, constraints=constraints)
 
         def chunk(delta, finish):
             return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": state.model_name,

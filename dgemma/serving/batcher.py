@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..cache import KVCache
+from ..constraints import Constraints
 from ..engine import Engine, GenerationConfig, apply_stop_tokens, seeded_generator, temperature_at
 from ..model import DiffusionGemma
 from ..step_graph import StepSettings
@@ -70,6 +71,7 @@ class Request:
     emit: callable  # emit(kind, payload): "tokens" (list[int]), "draft" (dict), "done" (dict), "error" (str)
     suffix: list[int] | None = None  # infill: clamped on the first canvas after a gap of max_tokens positions
     head: list[int] | None = None  # clamped at the start of the first canvas: the reply opens with them
+    constraints: Constraints | None = None  # structured output (dgemma.json_schema): one request's, canvas by canvas
     cancelled: bool = False
     submitted: float = field(default_factory=time.monotonic)
 
@@ -88,6 +90,7 @@ class Row:
         self.n_canvases = 1 if req.suffix is not None else math.ceil(self.cfg.max_new_tokens / L)
         self.encoded: list[int] = []  # what the slot's cache holds: the prompt and the committed canvases
         self.canvas_index = -1
+        self.allowed = None  # this canvas's allowed-token sets (sets, index) when the request is constrained
         self.out: list[int] = []  # committed and locked tokens, stop token included, pads dropped
         self.passes = 0
         self.finish_reason = None
@@ -266,6 +269,11 @@ class BatchEngine:
             row.current[0, at:at + len(part)] = torch.tensor(part, dtype=torch.long, device=dev)
             row.fixed = torch.zeros(1, L, dtype=torch.bool, device=dev)
             row.fixed[0, at:at + len(part)] = True
+        given = None if row.req.constraints is None else row.req.constraints.canvas(row.canvas_index, 1, dev)
+        row.allowed = None if given is None else given[2]  # (sets, index (1, L))
+        if given is not None:
+            row.current = torch.where(given[1], given[0], row.current)
+            row.fixed = given[1] if row.fixed is None else row.fixed | given[1]
         row.argmax = row.current
         row.soft = self.idle[1]  # the first step's exact zero signal
         row.history = torch.full((max(row.cfg.stability_threshold, 1), 1, L), -1, dtype=torch.long, device=dev)
@@ -356,7 +364,9 @@ class BatchEngine:
             c = r.cfg
             groups.setdefault((r.settings.key, c.top_k, c.top_p, r.step if c.sampler.uses_step else 0),
                               []).append(r)
-        if len(groups) == 1 and self.engine.one_graph(rows[0].cfg, hi, rows[0].gen):
+        # (constrained rows bring allowed-token tables of their own sizes: one graph for each mix would be built)
+        if len(groups) == 1 and self.engine.one_graph(rows[0].cfg, hi, rows[0].gen) and \
+                all(r.allowed is None for r in rows):
             results = self._advance([at.get(s) for s in range(hi)], temps, cache=cache, start=start)
         else:
             current = torch.cat([at[s].current if s in at else self.idle[0] for s in range(hi)])
@@ -404,14 +414,32 @@ class BatchEngine:
         temperature = torch.stack([temps[(r or first).slot] for r in group])
         gens = [self.spare if r is None else r.gen for r in group]
         state = self._batch_state(group)
+        allowed = self._allowed(group)
         if hidden is None:
             fixed = torch.zeros_like(state[0], dtype=torch.bool) if state[-1] is None else state[-1]
             out = self.engine.step_graph(first.settings, temperature, gens, cache, start, *state[:-1], fixed,
-                                         (self.engine.every_token, torch.zeros_like(fixed, dtype=torch.long)))
+                                         allowed or (self.engine.every_token,
+                                                     torch.zeros_like(fixed, dtype=torch.long)))
         else:
             slots = torch.tensor([r.slot for r in group], device=hidden.device)
-            out = self.engine.sample(first.cfg, first.step, hidden.index_select(0, slots), temperature, gens, *state)
+            out = self.engine.sample(first.cfg, first.step, hidden.index_select(0, slots), temperature, gens, *state,
+                                     allowed=allowed)
         return self._by_row(group, out)
+
+    def _allowed(self, group: list[Row | None]) -> tuple | None:
+        """The rows' allowed-token sets as one (sets, index) pair for the step: each constrained row's table after
+        the all-tokens set, its indices shifted to it. None when no row is constrained."""
+        if all(r is None or r.allowed is None for r in group):
+            return None
+        tables, index, n = [self.engine.every_token], [], 1
+        for r in group:
+            if r is None or r.allowed is None:
+                index.append(torch.zeros(1, self.L, dtype=torch.long, device=self.model.device))
+            else:
+                tables.append(r.allowed[0])
+                index.append(r.allowed[1] + n)
+                n += r.allowed[0].shape[0]
+        return torch.cat(tables), torch.cat(index)
 
     def _row_step(self, row: Row, accept, new_current, new_argmax, soft, history, finished, passes):
         """A row's results of the engine's step, then the locking of leading positions."""
@@ -419,7 +447,8 @@ class BatchEngine:
         row.passes += 1
         row.history = history
         done = bool(finished)
-        if self.lock_after > 0 and not done and row.step > 1:
+        if self.lock_after > 0 and not done and row.step > 1 and row.req.constraints is None:
+            # (a constrained canvas is repaired when committed: its tokens are emitted then, never retracted)
             # lockable: kept this step (clamped positions always are), or argmax unchanged for lock_after steps
             row.same = torch.where(new_argmax == row.argmax, row.same + 1, 0)
             lockable = accept | (row.same >= self.lock_after)
@@ -475,7 +504,11 @@ class BatchEngine:
 
     def _commit(self, row: Row):
         finished = torch.zeros(1, dtype=torch.bool, device=row.current.device)
-        tokens = apply_stop_tokens(row.argmax, finished, row.stop, self.model.config.pad_token_id)
+        c = row.req.constraints
+        argmax = row.argmax
+        if row.allowed is not None and c.repair is not None:
+            argmax = c.repair(row.canvas_index, argmax)
+        tokens = apply_stop_tokens(argmax, finished, row.stop, self.model.config.pad_token_id)
         if row.req.suffix is not None:  # infill: the gap only
             gap = tokens[0, :row.cfg.max_new_tokens].tolist()
             self._emit_tokens(row, gap[row.locked:])

@@ -59,6 +59,7 @@ class CompletionRequest(Extensions):
     prompt: str | list[str] | list[int]
     suffix: str | None = None
     max_tokens: int | None = Field(16, ge=1)
+    response_format: dict[str, Any] | None = None
     echo: bool = False
     logprobs: int | None = None
     best_of: int | None = None
@@ -242,3 +243,27 @@ def documented(ok: type[BaseModel] | None, *errors: int, stream: bool = False) -
             event = {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}
             responses[200]["content"] = {"text/event-stream": {"schema": event}}  # each event: JSON, or [DONE]
     return responses
+
+
+def structured_output(response_format: dict | None, tokenizer, config, context: int, prompt_len: int,
+                      max_tokens: int | None):
+    """(Constraints, max_tokens) for a `json_schema` response_format, laid out by dgemma.json_schema after a
+    prompt of `prompt_len` tokens (`max_tokens` None: what the schema takes); (None, max_tokens) for text. A bad
+    format or schema is a 400 naming response_format."""
+    if response_format is None or response_format == {"type": "text"}:
+        return None, max_tokens
+    kind = response_format.get("type")
+    if kind == "json_object":
+        raise APIError(400, "response_format json_object is not supported yet: give a json_schema",
+                       param="response_format", code="unsupported_parameter")
+    if kind != "json_schema":
+        raise APIError(400, f"response_format type must be text or json_schema, got {kind!r}", param="response_format")
+    spec = response_format.get("json_schema")
+    if not isinstance(spec, dict) or "schema" not in spec:
+        raise APIError(400, 'response_format json_schema needs {"json_schema": {"name": ..., "schema": {...}}}',
+                       param="response_format")
+    from ..json_schema import SchemaError, plan
+    try:
+        return plan(spec["schema"], tokenizer, config, prompt_len, max_tokens, context=context)
+    except SchemaError as e:
+        raise APIError(400, f"response_format: {e}", param="response_format", code="invalid_schema") from None
