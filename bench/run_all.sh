@@ -15,6 +15,7 @@ python bench/sampler_memory.py
 python bench/long_prompt.py
 python bench/compile_start.py
 python -m dgemma.tasks.code_eval --tasks 40 --save code-infill
+python -m dgemma.bench.structured --threads 2 --save structured
 python -m dgemma.serving.loadtest --model dgemma/assets/code --save serve-code
 python bench/prefix_reuse.py
 python -m dgemma.serving.loadtest --model dgemma/assets/code --duration 600 --clients 8 --max-batch 8 --save serve-soak

@@ -530,9 +530,11 @@ class Engine:
     @torch.no_grad()
     def generate_ar(self, input_ids, max_new_tokens: int = 256, *, temperature: float = 0.0,
                     eos_token_id=(1, 106, 50), pad_token_id: int = 0, seed: int | None = None,
-                    attention_mask=None) -> GenerateOutput:
+                    attention_mask=None, constraints: Constraints | None = None) -> GenerateOutput:
         """Autoregressive decoding of the same weights: the causal encoder plus the tied head, one token per
-        forward (greedy when temperature is 0). The baseline for the diffusion-vs-AR comparison."""
+        forward (greedy when temperature is 0). The baseline for the diffusion-vs-AR comparison. `constraints`
+        apply left to right, the generated tokens taken canvas-sized chunk by chunk: a clamped position gets its
+        token, a restricted one the best of its set, and each chunk is repaired as a committed canvas is."""
         cfg = GenerationConfig(max_new_tokens=1, eos_token_id=tuple(eos_token_id), pad_token_id=pad_token_id)
         input_ids, attention_mask = self.check_inputs(input_ids, attention_mask, cfg)
         if max_new_tokens < 1:
@@ -545,17 +547,30 @@ class Engine:
         out = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=model.device)
         done = torch.zeros(B, dtype=torch.bool, device=model.device)
         hidden = self.prefill(input_ids, cache, attention_mask)[:, -1:]
+        L = model.config.canvas_length
         for i in range(max_new_tokens):
             logits = model.logits(hidden)[:, -1]
+            given = None if constraints is None else constraints.canvas(i // L, B, model.device)
+            if given is not None:
+                sets, index = given[2]
+                logits = logits.masked_fill(~sets[index[:, i % L]], -math.inf)
             if temperature > 0:
                 nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen)[:, 0]
             else:
                 nxt = logits.argmax(-1)
+            if given is not None:
+                nxt = torch.where(given[1][:, i % L], given[0][:, i % L], nxt)
             out[:, i] = torch.where(done, pad_token_id, nxt)
             done |= torch.isin(nxt, eos)
             if i + 1 == max_new_tokens or bool(done.all()):
                 break
             hidden = self.append(out[:, i:i + 1], cache, known=i > 0)  # the same kinds of input as token 0's
+        if constraints is not None and constraints.repair is not None:  # each chunk, as its canvas would be
+            for c in range(min(constraints.tokens.shape[0], -(-(i + 1) // L))):
+                chunk = out[:, c * L:(c + 1) * L]
+                fixed = constraints.repair(c, torch.cat([chunk, chunk.new_full((B, L - chunk.shape[1]), pad_token_id)],
+                                                        1))
+                out[:, c * L:(c + 1) * L] = torch.where(chunk == pad_token_id, chunk, fixed[:, :chunk.shape[1]])
         generated = (out != pad_token_id).sum(-1)
         passes = torch.full((B,), i + 1, device=model.device)
         return GenerateOutput(torch.cat([input_ids, out], 1), generated / passes, [], passes)
