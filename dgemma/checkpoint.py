@@ -17,7 +17,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .config import GENERATION_DEFAULTS, ConfigError, ModelConfig, get_preset, PRESETS
+from .config import GENERATION_DEFAULTS, PRESETS, SAMPLER_KEY, ConfigError, ModelConfig, get_preset
+from .sampling import SAMPLERS
 
 log = logging.getLogger("dgemma")
 
@@ -181,7 +182,12 @@ def read_generation_config(path: Path) -> dict:
             found = json.loads(file.read_text())
         except json.JSONDecodeError as e:
             raise CheckpointError(f"{file}: not valid JSON ({e.msg})") from None
-        defaults.update({k: v for k, v in found.items() if v is not None and k in defaults})
+        if not isinstance(found, dict):
+            raise CheckpointError(f"{file}: expected a JSON object")
+        defaults.update({k: v for k, v in found.items() if v is not None and (k in defaults or k == SAMPLER_KEY)})
+        if SAMPLER_KEY in defaults and defaults[SAMPLER_KEY] not in SAMPLERS:
+            raise CheckpointError(f"{file}: {SAMPLER_KEY} {defaults[SAMPLER_KEY]!r} is not one of "
+                                  f"{', '.join(SAMPLERS)}")
     return defaults
 
 

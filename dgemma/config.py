@@ -31,6 +31,9 @@ GENERATION_DEFAULTS = {
     "eos_token_id": [1, 106, 50], "pad_token_id": 0, "bos_token_id": 2,
 }
 DEFAULT_ENTROPY_BOUND = GENERATION_DEFAULTS["sampler_config"]["entropy_bound"]
+# generation_config.json key of our own: the acceptance rule a checkpoint decodes best with (dgemma.sampling's
+# names); absent, the reference's entropy bound
+SAMPLER_KEY = "dgemma_sampler"
 
 
 class ConfigError(ValueError):

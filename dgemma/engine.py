@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .config import DEFAULT_ENTROPY_BOUND, GENERATION_DEFAULTS
+from .config import DEFAULT_ENTROPY_BOUND, GENERATION_DEFAULTS, SAMPLER_KEY
 from .constraints import Constraints
 from .sampling import (EntropyBoundSampler, Sampler, StepStats, compiled_tile_stats, draw_uniforms, fits_one_draw,
                        make_sampler, sample_step, tile_stats)
@@ -51,11 +51,13 @@ class GenerationConfig:
     skip_finished_rows: bool = True
 
     @classmethod
-    def from_checkpoint(cls, defaults: dict, sampler: str = "entropy", entropy_bound: float | None = None,
+    def from_checkpoint(cls, defaults: dict, sampler: str | None = None, entropy_bound: float | None = None,
                         tau: float | None = None, **fields) -> "GenerationConfig":
         """A checkpoint's settings (`model.generation_defaults`, from its generation_config.json: length, steps,
-        temperature schedule, stopping thresholds, stop and pad ids, the entropy sampler's bound), then the
-        arguments where given (None: not given). `sampler` names the acceptance rule (`make_sampler`)."""
+        temperature schedule, stopping thresholds, stop and pad ids, the entropy sampler's bound, and dgemma's
+        own `dgemma_sampler`), then the arguments where given (None: not given). `sampler` names the acceptance
+        rule (`make_sampler`; default the checkpoint's, else the reference's entropy bound)."""
+        sampler = sampler or defaults.get(SAMPLER_KEY, "entropy")
         keys = ("max_new_tokens", "max_denoising_steps", "t_min", "t_max", "stability_threshold",
                 "confidence_threshold", "eos_token_id", "pad_token_id")
         settings = {**{k: defaults[k] for k in keys if k in defaults},

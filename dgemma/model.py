@@ -520,7 +520,7 @@ class DiffusionGemma(nn.Module):
                  entropy_bound: float | None = None, t_min: float | None = None, t_max: float | None = None,
                  stability_threshold: int | None = None, confidence_threshold: float | None = None,
                  eos_token_id=None, pad_token_id: int | None = None, seed: int | None = None, attention_mask=None,
-                 sampler: str = "entropy", tau: float | None = None, temperature: float | None = None,
+                 sampler: str | None = None, tau: float | None = None, temperature: float | None = None,
                  top_k: int | None = None, top_p: float | None = None, canvas=None, clamp=None, constraints=None,
                  json_schema: dict | None = None, tokenizer=None, skip_finished_rows: bool = True,
                  stream: bool = False, compile: bool = False):

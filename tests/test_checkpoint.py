@@ -117,6 +117,29 @@ def test_bad_checkpoints_fail_naming_file_and_key(saved, tmp_path):
         DiffusionGemma.from_pretrained(tmp_path / "does-not-exist")
 
 
+def test_a_checkpoint_names_its_sampler_and_it_round_trips(saved, tmp_path):
+    """generation_config.json's dgemma_sampler picks the default acceptance rule (an argument still wins), is
+    written back by save_pretrained, and an unknown name is an error naming the file."""
+    from dgemma.engine import GenerationConfig
+    from dgemma.sampling import EntropyBoundSampler, TopKScheduleSampler
+    _, path = saved
+    d = tmp_path / "topk"
+    shutil.copytree(path, d)
+    gc = json.loads((d / "generation_config.json").read_text())
+    (d / "generation_config.json").write_text(json.dumps({**gc, "dgemma_sampler": "topk"}))
+    model = DiffusionGemma.from_pretrained(d)
+    assert isinstance(GenerationConfig.from_checkpoint(model.generation_defaults).sampler, TopKScheduleSampler)
+    assert isinstance(GenerationConfig.from_checkpoint(model.generation_defaults, "entropy").sampler,
+                      EntropyBoundSampler)
+    assert isinstance(GenerationConfig.from_checkpoint(DiffusionGemma.from_pretrained(path).generation_defaults)
+                      .sampler, EntropyBoundSampler)  # absent: the reference's rule
+    model.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "generation_config.json").read_text())["dgemma_sampler"] == "topk"
+    (d / "generation_config.json").write_text(json.dumps({**gc, "dgemma_sampler": "fastest"}))
+    with pytest.raises(CheckpointError, match=r"generation_config\.json: dgemma_sampler 'fastest' is not one of"):
+        DiffusionGemma.from_pretrained(d)
+
+
 def test_cli_reports_bad_checkpoint_in_one_line(saved, tmp_path):
     _, path = saved
     target = corrupt(path, tmp_path, lambda d: (d / "config.json").write_text('{"model_type": "llama"}'))

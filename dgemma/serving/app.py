@@ -256,7 +256,7 @@ def create_app(state: ServerState) -> FastAPI:
                            code="context_length_exceeded")
         temp = body.temperature if temperature is None else temperature
         gen = GenerationConfig.from_checkpoint(
-            state.defaults, getattr(body, "sampler", None) or "entropy", getattr(body, "entropy_bound", None),
+            state.defaults, getattr(body, "sampler", None), getattr(body, "entropy_bound", None),
             getattr(body, "confidence_tau", None), max_new_tokens=max_tokens,
             max_denoising_steps=getattr(body, "denoising_steps", None), t_min=getattr(body, "t_min", None),
             t_max=getattr(body, "t_max", None), temperature=None if temp is None else max(temp, 1e-4),  # 0: greedy
