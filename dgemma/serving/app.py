@@ -28,7 +28,8 @@ from .middleware import GuardMiddleware, until_disconnected
 from .playground import add_routes as add_playground
 from .schemas import (APIError, ChatRequest, ChatResponse, CompletionRequest, CompletionResponse, DetokenizeRequest,
                       DetokenizeResponse, Health, InfillRequest, InfillResponse, ModelCard, ModelList,
-                      TokenizeRequest, TokenizeResponse, documented, error_body, structured_output)
+                      TokenizeRequest, TokenizeResponse, documented, error_body, stops_of,
+                      structured_output)
 
 log = logging.getLogger("dgemma.serving")
 
@@ -238,14 +239,6 @@ def create_app(state: ServerState) -> FastAPI:
         for param, bad, msg in checks:
             if bad:
                 raise APIError(400, msg, param=param, code="unsupported_parameter")
-
-    def stops_of(stop) -> list[str]:
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        if len(stops) > 4:
-            raise APIError(400, "at most 4 stop sequences are allowed", param="stop")
-        if any(s == "" for s in stops):
-            raise APIError(400, "stop sequences must not be empty", param="stop")
-        return stops
 
     def make_params(body, max_tokens: int, prompt_len: int, eng: BatchEngine, temperature=None) -> SamplingParams:
         if prompt_len + max_tokens > eng.context_length:

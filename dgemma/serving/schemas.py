@@ -245,6 +245,16 @@ def documented(ok: type[BaseModel] | None, *errors: int, stream: bool = False) -
     return responses
 
 
+def stops_of(stop) -> list[str]:
+    """A request's stop sequences, as a list (OpenAI allows at most 4, none empty)."""
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if len(stops) > 4:
+        raise APIError(400, "at most 4 stop sequences are allowed", param="stop")
+    if any(s == "" for s in stops):
+        raise APIError(400, "stop sequences must not be empty", param="stop")
+    return stops
+
+
 def structured_output(response_format: dict | None, tokenizer, config, context: int, prompt_len: int,
                       max_tokens: int | None):
     """(Constraints, max_tokens) for a `json_schema` response_format, laid out by dgemma.json_schema after a
