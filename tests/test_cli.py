@@ -107,6 +107,21 @@ def test_generate_json_schema_writes_valid_json_and_bad_schemas_are_one_line(ckp
         assert rc == 2 and out == "" and err.count("\n") == 1 and message in err, err
 
 
+def test_generate_format_svg_is_always_well_formed(ckpt, capsys):
+    from dgemma.markup import well_formed
+    prompt = '<svg width="8" height="8">'
+    for seed in range(2):
+        rc, out, err = run(["generate", prompt, "--model", str(ckpt), "--format", "svg", "--steps", "2",
+                            "--max-new-tokens", "32", "--seed", str(seed), "--json"], capsys)
+        record = json.loads(out)
+        assert rc == 0 and well_formed(prompt + record["text"], "svg"), record
+        assert record["closed"] == ("no well-formed svg" in err)  # a repair by cutting is said out loud
+    for argv, message in ((["<svg><"], "not well-formed markup at character 5"), (["<svg/>"], "already closes"),
+                          (['<svg>', "--repair-rounds", "-1"], "--repair-rounds must be >= 0")):
+        rc, out, err = run(["generate", *argv, "--model", str(ckpt), "--format", "svg"], capsys)
+        assert rc == 2 and out == "" and message in err and err.count("\n") == 1, err
+
+
 def test_checkpoint_without_tokenizer_is_named(ckpt, tmp_path, capsys):
     bare = tmp_path / "bare"
     shutil.copytree(ckpt, bare)

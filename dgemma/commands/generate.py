@@ -188,6 +188,8 @@ def run_generate(args) -> int:
         raise CommandError("empty prompt: give the text to continue")
     if args.tries < 1:
         raise CommandError(f"--tries must be at least 1, got {args.tries}")
+    if args.format:
+        return run_markup(args)
     if args.json_schema and args.tries > 1:
         raise CommandError("--tries checks that the text parses as Python; with --json-schema it is always valid JSON")
     schema = read_schema(args.json_schema) if args.json_schema else None
@@ -228,6 +230,35 @@ def run_generate(args) -> int:
                   + ("; trying the next seed" if attempt + 1 < args.tries else "; keeping it"), file=sys.stderr)
     report(args, out, text if view or args.json or args.quiet else args.prompt + text, new_ids, seconds, len(ids),
            view, **extra)
+    return 0
+
+
+def run_markup(args) -> int:
+    """--format xml|svg: a well-formed document (dgemma.markup), repaired by re-denoising from the first error."""
+    from .. import markup
+    if args.json_schema or args.tries > 1:
+        raise CommandError("--format cannot be combined with --json-schema or --tries")
+    if args.repair_rounds < 0:
+        raise CommandError(f"--repair-rounds must be >= 0, got {args.repair_rounds}")
+    root = "svg" if args.format == "svg" else None
+    try:
+        markup.check_prompt(args.prompt, root)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    model, tok = load(args)
+    cfg = generation_config(args, model, tok)
+    check_context(model, len(tok.encode(args.prompt, add_bos=True)), cfg.max_new_tokens)
+    start = time.perf_counter()
+    try:
+        text, info = markup.generate(Engine(model, compile=args.compile), tok, args.prompt, cfg, args.seed,
+                                     root=root, rounds=args.repair_rounds)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    info["seconds"] = round(time.perf_counter() - start, 4)
+    if info["closed"]:
+        print(f"dgemma generate: no well-formed {args.format} after {info['rounds']} round(s); the output is cut at "
+              "its first error (or where the tokens ran out) and its open elements are closed", file=sys.stderr)
+    print(json.dumps({"text": text, **info}) if args.json else (text if args.quiet else args.prompt + text))
     return 0
 
 
@@ -345,6 +376,11 @@ def register(sub) -> None:
     p.add_argument("--json-schema", metavar="FILE", default=None,
                    help="write JSON valid against the JSON Schema in FILE: its skeleton is clamped on the canvas and "
                    "the model fills the values (supported keywords: see dgemma.json_schema)")
+    p.add_argument("--format", choices=("xml", "svg"), default=None,
+                   help="write a well-formed XML (or SVG: root <svg>) document continuing PROMPT: checked, "
+                   "re-denoised from the first error, and at worst cut there with its open elements closed")
+    p.add_argument("--repair-rounds", type=int, default=3,
+                   help="with --format: how many times to re-denoise from the first error (default 3)")
     add_model_args(p)
     add_sampling_args(p)
     add_output_args(p)
