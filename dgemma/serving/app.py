@@ -428,7 +428,7 @@ def create_app(state: ServerState) -> FastAPI:
         ids = prompt_ids(body.prompt)
         suffix = None
         constraints, max_tokens = structured_output(
-            body.response_format, state.tokenizer, eng.model.config, eng.context_length, len(ids),
+            body.response_format, state.tokenizer, eng, len(ids),
             body.max_tokens if "max_tokens" in body.model_fields_set else None)
         if constraints is not None and body.suffix is not None:
             raise APIError(400, "response_format json_schema cannot be combined with suffix", param="response_format")
@@ -468,8 +468,7 @@ def create_app(state: ServerState) -> FastAPI:
             raise APIError(400, "this checkpoint has no chat template; use /v1/completions", param="messages")
         ids, head, parsed = chat_io.prepare(body, tok)
         max_tokens = body.max_completion_tokens or body.max_tokens
-        constraints, max_tokens = structured_output(body.response_format, tok, eng.model.config, eng.context_length,
-                                                    len(ids), max_tokens)
+        constraints, max_tokens = structured_output(body.response_format, tok, eng, len(ids), max_tokens)
         if constraints is not None and head:
             raise APIError(400, "response_format json_schema cannot be combined with a forced tool call",
                            param="response_format")

@@ -255,10 +255,9 @@ def stops_of(stop) -> list[str]:
     return stops
 
 
-def structured_output(response_format: dict | None, tokenizer, config, context: int, prompt_len: int,
-                      max_tokens: int | None):
-    """(Constraints, max_tokens) for a `json_schema` response_format, laid out by dgemma.json_schema after a
-    prompt of `prompt_len` tokens (`max_tokens` None: what the schema takes); (None, max_tokens) for text. A bad
+def structured_output(response_format: dict | None, tokenizer, engine, prompt_len: int, max_tokens: int | None):
+    """(Constraints, max_tokens) for a `json_schema` response_format, laid out by dgemma.json_schema for `engine`'s
+    model and context after a prompt of `prompt_len` tokens (`max_tokens` None: what the schema takes); (None, max_tokens) for text. A bad
     format or schema is a 400 naming response_format."""
     if response_format is None or response_format == {"type": "text"}:
         return None, max_tokens
@@ -274,6 +273,7 @@ def structured_output(response_format: dict | None, tokenizer, config, context: 
                        param="response_format")
     from ..json_schema import SchemaError, plan
     try:
-        return plan(spec["schema"], tokenizer, config, prompt_len, max_tokens, context=context)
+        return plan(spec["schema"], tokenizer, engine.model.config, prompt_len, max_tokens,
+                    context=engine.context_length)
     except SchemaError as e:
         raise APIError(400, f"response_format: {e}", param="response_format", code="invalid_schema") from None
