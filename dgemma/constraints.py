@@ -88,3 +88,13 @@ class Constraints:
         rows = (B, self.tokens.shape[1])
         return (self.tokens[c].to(device).expand(rows), self.clamp[c].to(device).expand(rows),
                 (self.sets.to(device), self.index[c].to(device).expand(rows)))
+
+    def start(self, c: int, current: torch.Tensor, fixed: torch.Tensor | None):
+        """Canvas `c`'s starting state under the constraints, from its (B, L) tokens and clamp mask (None: none):
+        (tokens with the clamped ones put in, the clamp mask with them added, the (sets, index) pair); past the
+        constrained canvases the state is unchanged and the pair is None."""
+        given = self.canvas(c, current.shape[0], current.device)
+        if given is None:
+            return current, fixed, None
+        tokens, clamped, allowed = given
+        return torch.where(clamped, tokens, current), clamped if fixed is None else fixed | clamped, allowed

@@ -403,11 +403,8 @@ class Engine:
             fixed = allowed = None
             if c == 0 and canvas is not None:
                 current, fixed = canvas, clamp
-            given = None if constraints is None else constraints.canvas(c, B, dev)
-            if given is not None:
-                tokens, clamped, allowed = given
-                current = torch.where(clamped, tokens, current)
-                fixed = clamped if fixed is None else fixed | clamped
+            if constraints is not None:
+                current, fixed, allowed = constraints.start(c, current, fixed)
             argmax, soft = current, zero_soft
             finished = finished_seq.clone() if cfg.skip_finished_rows else torch.zeros_like(finished_seq)
             rows, sub_cache, plan = None, cache, None  # the decoder runs on `rows` only, once some are done
@@ -448,7 +445,7 @@ class Engine:
                 if not any(active):
                     break
             steps_per_canvas.append(steps)
-            if given is not None and constraints.repair is not None:
+            if allowed is not None and constraints.repair is not None:
                 argmax = constraints.repair(c, argmax)
             tokens = apply_stop_tokens(argmax, finished_seq, eos, cfg.pad_token_id)
             if c == n_canvases - 1:
@@ -552,7 +549,8 @@ class Engine:
         L = model.config.canvas_length
         for i in range(max_new_tokens):
             logits = model.logits(hidden)[:, -1]
-            given = None if constraints is None else constraints.canvas(i // L, B, model.device)
+            if i % L == 0:  # a new chunk: its constraints, made once
+                given = None if constraints is None else constraints.canvas(i // L, B, model.device)
             if given is not None:
                 sets, index = given[2]
                 logits = logits.masked_fill(~sets[index[:, i % L]], -math.inf)

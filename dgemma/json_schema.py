@@ -188,10 +188,10 @@ class Vocabulary:
             if t and "\ufffd" not in t:
                 self.text[i] = t
         self.filler = frozenset(i for i, t in self.text.items() if not t.strip(WHITESPACE))
-        spaces = sorted((i for i in self.filler if self.text[i] == " "), key=lambda i: i)
+        spaces = [i for i in self.filler if self.text[i] == " "]
         if not spaces:
             raise SchemaError("the tokenizer has no single-space token to fill the end of a value slot with")
-        self.space = spaces[0]
+        self.space = min(spaces)
         self.quote = self.single('"')
         self.comma = self.single(",")
         self.string_chars = frozenset(i for i, t in self.text.items() if STRING_CHAR.fullmatch(t))
@@ -206,9 +206,6 @@ class Vocabulary:
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
-
-    def of(self, ids) -> str:
-        return "".join(self.text.get(i, "") for i in ids)
 
 
 STRING_CHAR = re.compile(r'[^"\\\x00-\x1f]+')
@@ -373,9 +370,9 @@ class OptionalItem(Slot):
 # --- the template: pieces laid out on canvases ------------------------------------------------------------------
 @dataclass
 class Piece:
-    start: int           # position in the generated tokens
     text: list[int] | None = None   # clamped skeleton tokens
     slot: Slot | None = None
+    start: int = 0       # position in the generated tokens (set by Template.add)
 
     @property
     def width(self) -> int:
@@ -388,13 +385,13 @@ class Template:
 
     def __init__(self, schema: dict, tokenizer, canvas_length: int, end_id: int, vocab: Vocabulary | None = None):
         check(schema)
-        self.schema, self.L, self.end_id = schema, canvas_length, end_id
+        self.L = canvas_length
         self.vocab = vocab or vocabulary(tokenizer)
         self.pieces: list[Piece] = []
         self.pos = 0
         self.arrays = 0
         self.lay(schema)
-        self.add(Piece(0, text=[end_id]))
+        self.add(Piece(text=[end_id]))
         self.length = self.pos
         self.closed: list[set[int]] = []  # per row: the arrays whose optional items have ended
 
@@ -404,22 +401,21 @@ class Template:
             raise SchemaError(f"a value of {piece.width} tokens does not fit in a canvas of {self.L}")
         if self.pos // self.L != (self.pos + piece.width - 1) // self.L:  # would cross a canvas: pad to the next
             gap = self.L - self.pos % self.L
-            self.pieces.append(Piece(self.pos, text=[self.vocab.space] * gap))
+            self.pieces.append(Piece(text=[self.vocab.space] * gap, start=self.pos))
             self.pos += gap
         piece.start = self.pos
         self.pieces.append(piece)
         self.pos += piece.width
 
     def text(self, s: str) -> None:
-        self.add(Piece(0, text=self.vocab.encode(s)))
+        self.add(Piece(text=self.vocab.encode(s)))
 
     def lay(self, schema: dict) -> None:
         types = type_list(schema, "$")
         if "const" in schema or "enum" in schema:
             values = [schema["const"]] if "const" in schema else schema["enum"]
             if all(not isinstance(v, (dict, list)) for v in values) or len(values) > 1:
-                alts = [self.vocab.encode(json.dumps(v, ensure_ascii=False)) for v in values]
-                self.add(Piece(0, slot=ChoiceSlot(max(map(len, alts)), alts)))
+                self.add(Piece(slot=self.choice(values)))
             else:
                 self.text(json.dumps(values[0], ensure_ascii=False))
             return
@@ -432,7 +428,7 @@ class Template:
         elif types == ["array"]:
             self.array(schema)
         else:
-            self.add(Piece(0, slot=self.scalar(schema, types)))
+            self.add(Piece(slot=self.scalar(schema, types)))
 
     def array(self, schema: dict) -> None:
         item, lo, hi = schema["items"], schema.get("minItems", 0), schema.get("maxItems")
@@ -445,10 +441,10 @@ class Template:
                 if k < lo:
                     if k:
                         self.text(", ")
-                    self.add(Piece(0, slot=slot))
+                    self.add(Piece(slot=slot))
                 else:
                     lead = k > 0
-                    self.add(Piece(0, slot=OptionalItem(slot.width + lead, item=slot, lead=lead, array=self.arrays)))
+                    self.add(Piece(slot=OptionalItem(slot.width + lead, item=slot, lead=lead, array=self.arrays)))
         else:
             n = max(lo, min(2 if hi is None else hi, 2))
             for k in range(n):
@@ -459,10 +455,13 @@ class Template:
 
     def scalar_or_choice(self, schema: dict) -> Slot:
         if "const" in schema or "enum" in schema:
-            values = [schema["const"]] if "const" in schema else schema["enum"]
-            alts = [self.vocab.encode(json.dumps(v, ensure_ascii=False)) for v in values]
-            return ChoiceSlot(max(map(len, alts)), alts)
+            return self.choice([schema["const"]] if "const" in schema else schema["enum"])
         return self.scalar(schema, type_list(schema, "$[]"))
+
+    def choice(self, values: list) -> ChoiceSlot:
+        """A slot holding one of these JSON values, as they are written."""
+        alts = [self.vocab.encode(json.dumps(v, ensure_ascii=False)) for v in values]
+        return ChoiceSlot(max(map(len, alts)), alts)
 
     def scalar(self, schema: dict, types: list[str]) -> Slot:
         if len(types) > 1:
@@ -481,10 +480,7 @@ class Template:
             else:
                 width = max([NUMBER_WIDTH] + [b + 1 for b in bounds])
             return NumberSlot(width, t == "integer", lo, hi)
-        if t == "boolean":
-            alts = [self.vocab.encode("true"), self.vocab.encode("false")]
-            return ChoiceSlot(max(map(len, alts)), alts)
-        return ChoiceSlot(len(self.vocab.encode("null")), [self.vocab.encode("null")])
+        return self.choice([True, False] if t == "boolean" else [None])
 
     # what the engine takes
     def canvases(self) -> int:

@@ -555,10 +555,10 @@ class DiffusionGemma(nn.Module):
     def tokenizer(self):
         """The tokenizer.json beside the checkpoint this model was loaded from."""
         from .tokenizer import Tokenizer
-        if self.checkpoint_dir is None or not (Path(self.checkpoint_dir) / "tokenizer.json").is_file():
-            raise ValueError("this model has no tokenizer.json beside its weights (a preset, or a checkpoint without "
-                             "one): pass tokenizer=")
         if self._tokenizer is None:
+            if self.checkpoint_dir is None or not (Path(self.checkpoint_dir) / "tokenizer.json").is_file():
+                raise ValueError("this model has no tokenizer.json beside its weights (a preset, or a checkpoint "
+                                 "without one): pass tokenizer=")
             self._tokenizer = Tokenizer.from_dir(self.checkpoint_dir)
         return self._tokenizer
 

@@ -88,6 +88,29 @@ def run_one(model, tok, schema: dict, method: str, seed: int, steps: int | None)
     return True, validate(value, schema) == [], float(out.tokens_per_forward[0]), seconds
 
 
+def run_markup(model, tok, prompt: str, rounds: int, seed: int, steps: int | None):
+    """(well formed before any cut, well formed as returned, tokens per forward, seconds) of one markup output."""
+    from .. import markup
+    from ..engine import Engine, GenerationConfig
+    cfg = GenerationConfig.from_checkpoint(model.generation_defaults, max_new_tokens=2 * model.config.canvas_length,
+                                           max_denoising_steps=steps, eos_token_id=tuple(tok.stop_ids),
+                                           pad_token_id=tok.pad_id)
+    root = "svg" if prompt.startswith("<svg") else None
+    start = time.perf_counter()
+    text, info = markup.generate(Engine(model), tok, prompt, cfg, seed, root, rounds)
+    seconds = time.perf_counter() - start
+    return not info["closed"], markup.well_formed(prompt + text, root), info["tokens_per_forward"], seconds
+
+
+def summary(label: str, method: str, res: list[tuple]) -> list:
+    """A table row from (parsed, valid, tokens per forward, seconds) per output; printed as it is made."""
+    n = len(res)
+    row = [label, method, n, f"{100 * sum(r[0] for r in res) / n:.0f}%", f"{100 * sum(r[1] for r in res) / n:.0f}%",
+           f"{sum(r[2] for r in res) / n:.2f}", f"{sum(r[3] for r in res) / n:.2f}"]
+    print(" | ".join(map(str, row)), file=sys.stderr)
+    return row
+
+
 def main(argv=None) -> int:
     from ..commands.generate import BUNDLED_MODEL
     from ..config import get_preset
@@ -108,34 +131,15 @@ def main(argv=None) -> int:
                                                              canvas_length=trained.config.canvas_length)).eval()
     random_model.init_weights(torch.Generator().manual_seed(0))
     rows = []
-    for label, model in ((Path(args.model).name, trained), ("random tiny", random_model)):
+    models = ((Path(args.model).name, trained), ("random tiny", random_model))
+    for label, model in models:
         for method in METHODS:
-            res = [run_one(model, tok, s, method, i, args.steps) for i, s in enumerate(SCHEMAS)]
-            n = len(res)
-            rows.append([label, method, n, f"{100 * sum(r[0] for r in res) / n:.0f}%",
-                         f"{100 * sum(r[1] for r in res) / n:.0f}%", f"{sum(r[2] for r in res) / n:.2f}",
-                         f"{sum(r[3] for r in res) / n:.2f}"])
-            print(" | ".join(map(str, rows[-1])), file=sys.stderr)
-    from .. import markup
-    from ..engine import Engine, GenerationConfig
-    for label, model in ((Path(args.model).name, trained), ("random tiny", random_model)):
-        cfg = GenerationConfig.from_checkpoint(model.generation_defaults, max_new_tokens=2 * model.config.canvas_length,
-                                               max_denoising_steps=args.steps, eos_token_id=tuple(tok.stop_ids),
-                                               pad_token_id=tok.pad_id)
+            rows.append(summary(label, method, [run_one(model, tok, s, method, i, args.steps)
+                                                for i, s in enumerate(SCHEMAS)]))
+    for label, model in models:
         for rounds, method in ((0, "markup: free diffusion"), (3, "markup: closed tags (3 rounds)")):
-            res = []
-            for i, prompt in enumerate(MARKUP_PROMPTS):
-                root = "svg" if prompt.startswith("<svg") else None
-                start = time.perf_counter()
-                text, info = markup.generate(Engine(model), tok, prompt, cfg, i, root, rounds)
-                seconds = time.perf_counter() - start
-                free = not info["closed"]  # well formed without being cut (with 0 rounds: as decoded)
-                res.append((free, markup.well_formed(prompt + text, root), info["tokens_per_forward"], seconds))
-            n = len(res)
-            rows.append([label, method, n, f"{100 * sum(r[0] for r in res) / n:.0f}%",
-                         f"{100 * sum(r[1] for r in res) / n:.0f}%", f"{sum(r[2] for r in res) / n:.2f}",
-                         f"{sum(r[3] for r in res) / n:.2f}"])
-            print(" | ".join(map(str, rows[-1])), file=sys.stderr)
+            rows.append(summary(label, method, [run_markup(model, tok, prompt, rounds, i, args.steps)
+                                                for i, prompt in enumerate(MARKUP_PROMPTS)]))
     cmd = "python -m dgemma.bench.structured " + " ".join(sys.argv[1:] if argv is None else argv)
     text = (f"{len(SCHEMAS)} JSON Schemas (flat, nested, arrays of scalars and of objects, enums, bounded numbers, "
             "type unions), one output each, prompted with the schema. Free diffusion: no constraints, the text's "

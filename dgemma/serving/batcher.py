@@ -269,11 +269,9 @@ class BatchEngine:
             row.current[0, at:at + len(part)] = torch.tensor(part, dtype=torch.long, device=dev)
             row.fixed = torch.zeros(1, L, dtype=torch.bool, device=dev)
             row.fixed[0, at:at + len(part)] = True
-        given = None if row.req.constraints is None else row.req.constraints.canvas(row.canvas_index, 1, dev)
-        row.allowed = None if given is None else given[2]  # (sets, index (1, L))
-        if given is not None:
-            row.current = torch.where(given[1], given[0], row.current)
-            row.fixed = given[1] if row.fixed is None else row.fixed | given[1]
+        row.allowed = None  # (sets, index (1, L)) of a constrained canvas
+        if row.req.constraints is not None:
+            row.current, row.fixed, row.allowed = row.req.constraints.start(row.canvas_index, row.current, row.fixed)
         row.argmax = row.current
         row.soft = self.idle[1]  # the first step's exact zero signal
         row.history = torch.full((max(row.cfg.stability_threshold, 1), 1, L), -1, dtype=torch.long, device=dev)
