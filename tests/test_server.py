@@ -251,6 +251,7 @@ def test_tokenize_roundtrip(server):
     ({"prompt": "x", "n": 2}, 400, "n"),
     ({"prompt": "x", "logprobs": 2}, 400, "logprobs"),
     ({"prompt": "x", "frobnicate": 1}, 400, "frobnicate"),
+    ({"prompt": "x", "": [1e308]}, 400, '""'),  # an empty key (the fuzzer found a 500 here)
     ({"prompt": "x", "max_tokens": 1000}, 400, "max_tokens"),
     ({"prompt": "x", "model": "gpt-4"}, 404, "model"),
     ({"prompt": "x", "suffix": "y", "max_tokens": 40}, 400, "suffix"),

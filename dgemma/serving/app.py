@@ -103,7 +103,7 @@ class ServerState:
 
 
 def _param_of(loc) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    parts = [str(p) or '""' for p in loc if p not in ("body", "query", "path")]  # a key may be empty
     # pydantic unions add the member type to the location; keep the field path only
     parts = [p for p in parts if not (p[0].islower() and "[" in p) and p not in ("str", "int", "list[str]",
                                                                                   "list[int]")]
