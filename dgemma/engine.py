@@ -154,7 +154,7 @@ def advance(cfg: GenerationConfig, step: int, stats: StepStats, current: torch.T
     if fixed is not None:  # clamped positions are known: zero entropy, never resampled, and no sampler's choice
         stats = StepStats(torch.where(fixed, current, stats.sampled), torch.where(fixed, current, stats.argmax),
                           stats.entropy.masked_fill(fixed, 0.0), stats.logp_sampled.masked_fill(fixed, -math.inf),
-                          stats.soft, fixed)
+                          stats.soft, None if stats.margin is None else stats.margin.masked_fill(fixed, 1.0), fixed)
     accept = cfg.sampler.accept(stats, step, cfg.max_denoising_steps)
     if fixed is not None:  # kept whatever the sampler chose (a confidence or top-k rule may not pick them)
         accept = accept | fixed
@@ -183,10 +183,11 @@ def whole_step(model: DiffusionGemma, settings: StepSettings, temperature: torch
     hidden = model.denoise_static(current, cache, start, soft)
     B, L, H = hidden.shape
     temps = temperature.reshape(B, 1).expand(B, L).reshape(B * L, 1)
-    sampled, top, logp, entropy, new_soft = tile_stats(hidden.view(B * L, H), temps, u, None, model.embed_tokens.weight,
-                                                       model.embed_scale(), model.config.final_logit_softcapping,
-                                                       allowed=sets[index.reshape(-1)])
-    stats = StepStats(sampled.view(B, L), top.view(B, L), entropy.view(B, L), logp.view(B, L), new_soft.view(B, L, H))
+    sampled, top, logp, entropy, new_soft, margin = tile_stats(
+        hidden.view(B * L, H), temps, u, None, model.embed_tokens.weight, model.embed_scale(),
+        model.config.final_logit_softcapping, allowed=sets[index.reshape(-1)], margin=settings.sampler.uses_margin)
+    stats = StepStats(sampled.view(B, L), top.view(B, L), entropy.view(B, L), logp.view(B, L), new_soft.view(B, L, H),
+                      None if margin is None else margin.view(B, L))
     return advance(settings, 0, stats, current, argmax, soft, history, finished, passes, done, noise, fixed)
 
 
@@ -282,9 +283,10 @@ class Engine:
                                history, finished, passes, done, fixed, *allowed)
 
     def sample_stats(self, hidden, temperature, generators, active=None, top_k=None, top_p=None,
-                     allowed=None) -> StepStats:
+                     allowed=None, margin: bool = False) -> StepStats:
         """`sample_step` through the compiled tile where there is one."""
-        return sample_step(self.model, hidden, temperature, generators, active, top_k, top_p, self.tile_fn, allowed)
+        return sample_step(self.model, hidden, temperature, generators, active, top_k, top_p, self.tile_fn, allowed,
+                           margin)
 
     def sample(self, cfg: GenerationConfig, step: int, hidden: torch.Tensor, temperature: torch.Tensor,
                generators: list[torch.Generator], current, soft, argmax, history, finished, passes, done, fixed,
@@ -292,7 +294,8 @@ class Engine:
         """The rest of a step from the decoder's hidden states (A, L, H) of the `active` rows: the statistics
         tile by tile (`allowed`: see `sample_step`), the renoising tokens, then `advance`, whose results it
         returns."""
-        stats = self.sample_stats(hidden, temperature, generators, active, cfg.top_k, cfg.top_p, allowed)
+        stats = self.sample_stats(hidden, temperature, generators, active, cfg.top_k, cfg.top_p, allowed,
+                                  cfg.sampler.uses_margin)
         noise = self.renoising(generators, current.shape[1])
         return advance(cfg, step, stats, current, argmax, soft, history, finished, passes, done, noise, fixed)
 

@@ -377,6 +377,25 @@ def test_top_k_and_top_p_restrict_the_samples():
         assert set(sampled.tolist()) == allowed
 
 
+def test_margin_is_top1_minus_top2_of_the_processed_distribution_and_ranks_the_topk_schedule():
+    """Row A (0.5, 0.3, 0.15, 0.05) has the larger margin, row B (0.45, 0.44, 0.1, 0.01) the lower entropy: the
+    two scores keep different positions, so a sampler that ignored its score would fail one of the two checks."""
+    from dgemma.sampling import TopKScheduleSampler, make_sampler
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.45, 0.44, 0.1, 0.01]])
+    out = tile_stats(probs.log(), torch.ones(2, 1), None, torch.Generator().manual_seed(0), torch.eye(4),
+                     torch.tensor(1.0), 1e6, margin=True)
+    torch.testing.assert_close(out[5], torch.tensor([0.2, 0.01]), atol=1e-5, rtol=0)  # float32 round-off only
+    assert out[3][1] < out[3][0]  # B has the lower entropy
+    assert tile_stats(probs.log(), torch.ones(2, 1), None, torch.Generator(), torch.eye(4), torch.tensor(1.0),
+                      1e6)[5] is None  # not asked for: no full-vocabulary top-k
+    stats = StepStats(out[0][None], out[1][None], out[3][None], out[2][None], None, out[5][None])
+    assert make_sampler("topk").accept(stats, 2, 2).tolist() == [[False, True]]
+    assert make_sampler("margin").accept(stats, 2, 2).tolist() == [[True, False]]
+    assert make_sampler("margin").uses_margin and not make_sampler("topk").uses_margin
+    with pytest.raises(ValueError, match="unknown top-k score"):
+        TopKScheduleSampler("probability")
+
+
 # The compiled-engine tests share one two-layer model per expert path and one kind of call (batch, prompt, canvases,
 # settings), so a graph is compiled once for the session: compiling is most of their cost on a cold cache.
 COMPILED_CALL = dict(max_new_tokens=24, max_denoising_steps=10, t_min=0.01, t_max=0.02, entropy_bound=5.0,

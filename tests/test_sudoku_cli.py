@@ -10,7 +10,7 @@ import torch
 
 from dgemma import DiffusionGemma, get_preset
 from dgemma.tasks import sudoku as S
-from dgemma.tasks.sudoku_cli import decoding_config, solve_batch
+from dgemma.tasks.sudoku_decoding import RuleCheckedSampler, decoding_config, solve_batch
 
 HARD = "800000000003600000070090200050007000000045700000100030001000068008500010090000400"
 
@@ -52,14 +52,14 @@ def test_solve_prints_grid_and_verify_reports_validity(model_dir):
 
 def test_tries_keep_the_first_valid_answer(model_dir, monkeypatch, capsys):
     """--tries samples with seed, seed + 1, ... until the rule checker accepts an answer: here the second try."""
-    import dgemma.tasks.sudoku_cli as cli
+    import dgemma.tasks.sudoku_decoding as decoding
     from dgemma.cli import main
     seeds, solution = [], S.solve(S.parse_grid(HARD))
 
-    def fake_solve(model, puzzles, method, clamp, cfg, seed, on_step):
+    def fake_solve(model, puzzles, method, clamp, cfg, seed, on_step, ar_temperature):
         seeds.append(seed)
         return [solution if seed == 8 else [1] * 81], [2.0]
-    monkeypatch.setattr(cli, "solve_batch", fake_solve)
+    monkeypatch.setattr(decoding, "solve_batch", fake_solve)
     assert main(["sudoku", HARD, "--model", str(model_dir), "--tries", "5", "--seed", "7", "--json", "--verify"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert seeds == [7, 8] and (out["tries"], out["seed"], out["valid"]) == (2, 8, True)
@@ -74,8 +74,10 @@ def test_both_methods_answer_every_cell_position(model_dir):
     for method in ("diffusion", "ar"):
         answers, tpf = solve_batch(model, puzzles, method, cfg=decoding_config(model, steps=4))
         assert len(answers) == 3 and all(len(a) == 81 for a in answers) and len(tpf) == 3
-    for sampler in ("topk", "entropy", "confidence"):
-        answers, _ = solve_batch(model, puzzles, "diffusion", clamp=True, cfg=decoding_config(model, 4, sampler))
+    for sampler, rules in (("topk", False), ("entropy", False), ("confidence", False), ("margin", False),
+                           ("margin", True), ("topk", True)):
+        cfg = decoding_config(model, 4, sampler, rules=rules)
+        answers, _ = solve_batch(model, puzzles, "diffusion", clamp=True, cfg=cfg)
         for a, p in zip(answers, puzzles):
             assert all(x == y for x, y in zip(a, p) if y)
 
@@ -96,20 +98,88 @@ def test_eval_compares_methods_on_the_same_puzzles_and_saves_one_table(model_dir
     labels = [row[0] for row in table["rows"]]
     assert labels == ["block diffusion", "AR decoding of its encoder", "AR-trained baseline"]
     assert [row[3] for row in table["rows"]] == ["yes", "no", "no"]  # givens are clamped for diffusion only
-    assert all(row[1] == "singles" and row[2] == 2 for row in table["rows"])
+    assert all(row[1] == "singles" and row[2] == 2 and row[4] == "1" for row in table["rows"])
+
+
+def test_eval_with_tries_reports_pass_at_1_and_pass_at_n_apart(model_dir, monkeypatch, capsys):
+    """A fake model that solves a puzzle on seed 1 only: pass@1 0%, best of 3 100%; the retry runs only on what
+    the first try left, and AR gets the same budget (greedy, then sampled)."""
+    import dgemma.tasks.sudoku_decoding as decoding
+    from dgemma.tasks.sudoku_cli import evaluate, table_rows
+    calls = []
+
+    def fake_solve(model, puzzles, method, clamp, cfg, seed, on_step, ar_temperature):
+        calls.append((method, len(puzzles), seed, ar_temperature))
+        return [S.solve(p) if seed % 100 == 1 else [1] * 81 for p in puzzles], [3.0] * len(puzzles)
+    monkeypatch.setattr(decoding, "solve_batch", fake_solve)
+    puzzles = S.generate_dataset(4, seed=5)
+    row = {**evaluate(None, "diffusion", puzzles, "singles", True, None, 4, tries=3), "label": "block diffusion"}
+    assert (row["pass@1"], row["solved"]) == (0.0, 1.0) and calls == [("diffusion", 4, 0, 0.0), ("diffusion", 4, 1, 1.0)]
+    rows = table_rows(row)
+    assert [(r[4], r[5]) for r in rows] == [("1", "0.0%"), ("best of 3", "100.0%")]
+    calls.clear()
+    evaluate(None, "ar", puzzles, "singles", False, None, 4, tries=3)
+    assert [c[3] for c in calls] == [0.0, 1.0]
+
+
+def test_file_answers_every_line_in_order_and_names_bad_lines(model_dir, tmp_path):
+    good = [p.puzzle for p in S.generate_dataset(3, seed=11)]
+    lines = [S.to_string(good[0]), "12345", S.to_string(good[1]).replace(".", "0"), "11" + HARD[2:],
+             S.to_string(good[2])]
+    path = tmp_path / "puzzles.txt"
+    path.write_text("\n".join(lines) + "\n")
+    for source, stdin in ((str(path), None), ("-", path.read_text())):
+        run = subprocess.run([sys.executable, "-m", "dgemma.cli", "sudoku", "--file", source, "--model",
+                              str(model_dir), "--steps", "2", "--batch", "2"], capture_output=True, text=True,
+                             input=stdin)
+        assert run.returncode == 1, run.stderr
+        out = run.stdout.split("\n")
+        assert len(out) == 6 and out[5] == "" and out[1] == out[3] == ""
+        for answer, puzzle in zip((out[0], out[2], out[4]), good):
+            assert len(answer) == 81 and answer.isdigit()
+            assert all(a == str(p) for a, p in zip(answer, puzzle) if p)  # the givens, clamped, in the right line
+        errors = [line for line in run.stderr.splitlines() if "error" in line]
+        assert len(errors) == 2 and ":2: expected 81 cells" in errors[0] and ":4: conflicting givens" in errors[1]
+    path.write_text(S.to_string(good[0]) + "\n")
+    run = subprocess.run([sys.executable, "-m", "dgemma.cli", "sudoku", "--file", str(path), "--model",
+                          str(model_dir), "--steps", "2"], capture_output=True, text=True)
+    assert run.returncode == 0 and len(run.stdout.splitlines()) == 1
+
+
+def test_rule_checked_sampler_renoises_kept_cells_that_clash_but_never_givens():
+    """Cells 0 and 1 (row 1) both keep digit 5: both renoised; cell 2 keeps 5 too but is a given, so it stays,
+    which also makes cell 10 (same box, digit 5) clash; cell 80 keeps 5 alone in its units and stays."""
+    from dgemma.sampling import StepStats, TopKScheduleSampler
+    sampled = torch.full((1, 81), S.PAD)
+    for cell in (0, 1, 2, 10, 80):
+        sampled[0, cell] = 5 + S.DIGIT_OFFSET
+    fixed = torch.zeros(1, 81, dtype=torch.bool)
+    fixed[0, 2] = True
+    entropy = torch.ones(1, 81)
+    entropy[0, [0, 1, 10, 80]] = 0.0  # the most certain: kept by the schedule's first step
+    stats = StepStats(sampled, sampled, entropy, -entropy, None, fixed=fixed)
+    inner = TopKScheduleSampler()
+    keep_inner = inner.accept(stats, 20, 20) | fixed
+    assert keep_inner[0, [0, 1, 2, 10, 80]].all()
+    keep = RuleCheckedSampler(inner).accept(stats, 20, 20) | fixed
+    assert keep_inner[0].nonzero().flatten().tolist() == [0, 1, 2, 10, 80]
+    assert keep[0].nonzero().flatten().tolist() == [2, 80]
+    assert (keep | keep_inner).equal(keep_inner)  # only ever removes cells
 
 
 @pytest.mark.parametrize("args, message", [
     (["--save", "x", HARD], "use it with --eval N"),
     (["--eval", "0"], "positive number of puzzles"),
-    (["--eval", "2", HARD], "not both"),
+    (["--eval", "2", HARD], "not PUZZLE and --eval N"),
     (["--ar-model", ".", HARD], "baseline for --eval"),
     (["--split", "validation", HARD], "use it with --eval N"),
     (["--steps", "0", HARD], "max_denoising_steps must be a positive integer"),
     (["--stable", "0", HARD], "--stable needs a positive number of steps"),
     (["--tries", "0", HARD], "--tries needs a positive number of tries"),
-    (["--tries", "2", "--method", "ar", HARD], "AR decoding is greedy"),
-    (["--tries", "2", "--eval", "3"], "--eval measures single tries"),
+    (["--file", "x.txt", HARD], "not PUZZLE and --file"),
+    (["--file", "x.txt", "--eval", "3"], "not --eval N and --file"),
+    (["--batch", "0", HARD], "--batch needs a positive number"),
+    (["--file", "/nonexistent/p.txt"], "cannot read puzzles from /nonexistent/p.txt"),
 ])
 def test_flag_misuse_fails_with_one_line(model_dir, args, message):
     run = dgemma(*args, "--model", str(model_dir))

@@ -47,7 +47,7 @@ class SudokuSolver:
 
     def solve(self, cells: list[int], seed: int, on_grid, cancelled) -> dict:
         from ..tasks import sudoku as S
-        from ..tasks.sudoku_cli import load_model, solve_batch
+        from ..tasks.sudoku_decoding import load_model, solve_batch
         with self.lock:
             if self.model is None:
                 self.model = load_model(None)

@@ -36,7 +36,7 @@ class Extensions(BaseModel):
     denoising_steps: int | None = Field(None, ge=1, le=1024)
     t_min: float | None = Field(None, gt=0)
     t_max: float | None = Field(None, gt=0)
-    sampler: Literal["entropy", "confidence", "topk"] | None = None
+    sampler: Literal["entropy", "confidence", "topk", "margin"] | None = None
     entropy_bound: float | None = Field(None, gt=0)
     confidence_tau: float | None = Field(None, gt=0, le=1)
     drafts: bool = False  # stream `dgemma_draft` events carrying the denoising canvas
