@@ -4,12 +4,10 @@
 # one clean span as an infill's suffix does; two threads on a 2-core CPU.
 # The tokenizer goes beside the run, not over the bundled one, while the bundled weights still use that one:
 #   python scripts/train_tokenizer.py --out runs/tok2048/tokenizer.json                 # 2048 tokens, 5 s
-#   TOKENIZER=runs/tok2048/tokenizer.json STEPS=2400 bash scripts/train_code.sh --eval-every 300 --log-every 20
-# (61 min here: held-out losses 0.61 decoder / 0.22 encoder; responses of one canvas only: it predates --canvases for
-# code data). Then longer documents too, responses of up to two canvases, on a fresh cosine from 5e-4:
 #   TOKENIZER=runs/tok2048/tokenizer.json STEPS=8000 bash scripts/train_code.sh --eval-every 300 --log-every 20 \
-#     --resume --lr 5e-4 --canvases 2
-# (the same command again continues it when stopped).
+#     --canvases 2
+# (one cosine from 1e-3 over 8000 steps, responses of up to two canvases; about 2.4 s a step here, so it spans
+# sessions: the same command with --resume continues it from OUT/checkpoint).
 # In progress: until this run's weights replace them, the bundled weights and tokenizer are the standard-library
 # model's (`git show 97ee13e:scripts/train_code.sh` reproduces it, with that commit's tokenizer script).
 set -euo pipefail

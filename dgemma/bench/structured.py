@@ -89,7 +89,8 @@ def run_one(model, tok, schema: dict, method: str, seed: int, steps: int | None)
 
 
 def run_markup(model, tok, prompt: str, rounds: int, seed: int, steps: int | None):
-    """(well formed before any cut, well formed as returned, tokens per forward, seconds) of one markup output."""
+    """(well formed before any cut, well formed as returned, tokens per forward, seconds) of one markup output.
+    With no rounds it is free diffusion: the text as decoded is what a caller would get, so valid = parsed."""
     from .. import markup
     from ..engine import Engine, GenerationConfig
     cfg = GenerationConfig.from_checkpoint(model.generation_defaults, max_new_tokens=2 * model.config.canvas_length,
@@ -99,7 +100,9 @@ def run_markup(model, tok, prompt: str, rounds: int, seed: int, steps: int | Non
     start = time.perf_counter()
     text, info = markup.generate(Engine(model), tok, prompt, cfg, seed, root, rounds)
     seconds = time.perf_counter() - start
-    return not info["closed"], markup.well_formed(prompt + text, root), info["tokens_per_forward"], seconds
+    parsed = not info["closed"]
+    valid = markup.well_formed(prompt + text, root) if rounds else parsed
+    return parsed, valid, info["tokens_per_forward"], seconds
 
 
 def summary(label: str, method: str, res: list[tuple]) -> list:
@@ -147,7 +150,7 @@ def main(argv=None) -> int:
             "restricted, repaired at commit). AR, same mask: the encoder decodes left to right under the same "
             "per-position sets and repair, a token per forward. The random model is the tiny preset at the "
             "trained model's vocabulary and canvas. Markup rows (XML and SVG prompts): parses = well formed as "
-            "decoded, before any cut; valid = well formed as returned; closed tags re-denoise from the first error "
+            "decoded, before any cut; valid = well formed as returned (free diffusion returns the text as decoded); closed tags re-denoise from the first error "
             "up to 3 rounds, then cut there and close the open elements.")
     if args.save:
         publish_table(True, args.save, "Structured output: JSON Schema and closed tags", cmd,
