@@ -13,7 +13,6 @@ import torch
 
 from ..config import ModelConfig, get_preset
 from ..model import DiffusionGemma
-from .objective import diffusion_loss
 
 
 def build_model(init: str, model_config: dict | None, seed: int) -> DiffusionGemma:
