@@ -153,7 +153,9 @@ def sample_step(model, hidden: torch.Tensor, temperature: torch.Tensor, generato
     temps = temperature.float().reshape(B)[[b for b in range(B) if active[b]]].repeat_interleave(L)[:, None]
     out = (torch.zeros(B * L, dtype=torch.long, device=dev), torch.zeros(B * L, dtype=torch.long, device=dev),
            torch.zeros(B * L, device=dev), torch.zeros(B * L, device=dev),
-           torch.zeros(B * L, H, dtype=weight.dtype, device=dev)) + ((torch.zeros(B * L, device=dev),) if margin else ())
+           torch.zeros(B * L, H, dtype=weight.dtype, device=dev))
+    if margin:
+        out += (torch.zeros(B * L, device=dev),)
     fn = tile_fn if tile_fn is not None and presample and top_k is None and top_p is None else tile_stats
     runs = []  # [generator, first row b0, end row b1, active, its first active row a0]: rows that draw as one
     a = 0

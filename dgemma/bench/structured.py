@@ -150,8 +150,8 @@ def main(argv=None) -> int:
             "restricted, repaired at commit). AR, same mask: the encoder decodes left to right under the same "
             "per-position sets and repair, a token per forward. The random model is the tiny preset at the "
             "trained model's vocabulary and canvas. Markup rows (XML and SVG prompts): parses = well formed as "
-            "decoded, before any cut; valid = well formed as returned (free diffusion returns the text as decoded); closed tags re-denoise from the first error "
-            "up to 3 rounds, then cut there and close the open elements.")
+            "decoded, before any cut; valid = well formed as returned (free diffusion returns the text as decoded); "
+            "closed tags re-denoise from the first error up to 3 rounds, then cut there and close the open elements.")
     if args.save:
         publish_table(True, args.save, "Structured output: JSON Schema and closed tags", cmd,
                       ["model", "method", "outputs", "parses", "valid", "tokens per forward", "s per output"],

@@ -44,8 +44,8 @@ def add_sampling_args(p, max_new_tokens: int = 256) -> None:
                    help="maximum denoising steps per canvas (default: the checkpoint's, 48 for the release)")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default=None,
                    help="acceptance rule: entropy (reference entropy bound), confidence (prob >= tau), "
-                   "topk (fixed growing schedule of the lowest-entropy positions), margin (the same schedule ranked by top-1 minus "
-                   "top-2 probability) (default: the checkpoint's dgemma_sampler, else entropy)")
+                   "topk (fixed growing schedule of the lowest-entropy positions), margin (the same schedule "
+                   "ranked by top-1 minus top-2 probability) (default: the checkpoint's dgemma_sampler, else entropy)")
     p.add_argument("--entropy-bound", type=float, default=None, help="entropy bound of the entropy sampler (default 0.1)")
     p.add_argument("--tau", type=float, default=0.9, help="probability threshold of the confidence sampler (default 0.9)")
     p.add_argument("--temperature", type=float, default=None,

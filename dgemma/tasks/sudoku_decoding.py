@@ -126,8 +126,8 @@ def solve_checked(model: DiffusionGemma, puzzles: list[list[int]], method: str, 
                   cfg: GenerationConfig | None = None, seed: int = 0, on_step=None, on_retry=None) -> Solved:
     """Verifier-gated best-of-N: try t (seed `seed + t - 1`) solves the puzzles no earlier try solved; the
     first answer the rule checker accepts is kept. `on_step(event)` sees every denoising step, `on_retry(t, seed,
-    left)` each try that leaves `left` puzzles unsolved with tries to go. AR decoding gets the same budget: greedy first, then samples
-    at temperature 1 (greedy retries would all be the same answer)."""
+    left)` each try that leaves `left` puzzles unsolved with tries to go. AR decoding gets the same budget: greedy
+    first, then samples at temperature 1 (greedy retries would all be the same answer)."""
     n = len(puzzles)
     out = Solved([[0] * 81 for _ in range(n)], [0.0] * n, [0.0] * n, [0] * n, [])
     todo = list(range(n))
