@@ -20,6 +20,7 @@ from torch import nn
 
 from .cache import KVCache
 from .config import GENERATION_DEFAULTS, SLIDING, ModelConfig
+from .moe import Experts
 from .sampling import tied_logits
 
 # kv_fn(layer, k, v) -> (keys, values, mask): how a layer's new keys/values meet the ones it attends to.
@@ -101,6 +102,7 @@ class Attention(nn.Module):
         super().__init__()
         H, self.head_dim = config.hidden_size, config.layer_head_dim(layer)
         self.num_heads, self.num_kv_heads = config.num_heads, config.layer_kv_heads(layer)
+        self.global_keys = not config.is_sliding(layer)
         self.eps = config.rms_norm_eps
         self.q_proj = nn.Linear(H, self.num_heads * self.head_dim, bias=False)
         self.k_proj = nn.Linear(H, self.num_kv_heads * self.head_dim, bias=False)
@@ -118,10 +120,19 @@ class Attention(nn.Module):
         k = apply_rope(self.k_norm(k_raw), cos, sin)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
-    def attend(self, q, keys, values, mask) -> torch.Tensor:
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=1.0,
-                                             enable_gqa=self.num_heads != self.num_kv_heads)
+    def attend(self, q, keys, values, mask, ends: tuple[int, ...] | None = None) -> torch.Tensor:
+        """`ends`: rows apart (see `DiffusionGemma.denoise_static`): on a global layer row b attends on its own to
+        keys [0, ends[b]), the keys it would have alone. (The CPU kernel's sums change with the key count, even
+        over masked keys.)"""
         B, _, n, _ = q.shape
+        gqa = self.num_heads != self.num_kv_heads
+        if ends is None or not self.global_keys:
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=1.0, enable_gqa=gqa)
+        else:
+            out = torch.cat([F.scaled_dot_product_attention(
+                q[b:b + 1], keys[b:b + 1, :, :e], values[b:b + 1, :, :e], scale=1.0, enable_gqa=gqa,
+                attn_mask=None if mask is None else mask[min(b, mask.shape[0] - 1)][None, ..., :e])
+                for b, e in enumerate(ends)])
         return self.o_proj(out.transpose(1, 2).reshape(B, n, -1))
 
 
@@ -156,79 +167,6 @@ class Router(nn.Module):
         return weights * self.per_expert_scale[index], index
 
 
-def _expert_mlp(xs: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, counts: torch.Tensor,
-                grouped: bool) -> torch.Tensor:
-    """Rows of xs (grouped by expert, counts[e] rows for expert e) through their expert's gated MLP."""
-    if grouped:
-        offs = counts.cumsum(0, dtype=torch.int32)
-        gate, up = torch._grouped_mm(xs, gate_up.transpose(1, 2), offs=offs).chunk(2, dim=-1)
-        return torch._grouped_mm(F.gelu(gate, approximate="tanh") * up, down.transpose(1, 2), offs=offs)
-    parts = []  # float64 and odd shapes: one matmul per expert that has tokens (needs the counts on the host)
-    for e, xe in enumerate(xs.split(counts.tolist())):
-        if len(xe):
-            gate, up = F.linear(xe, gate_up[e]).chunk(2, dim=-1)
-            parts.append(F.linear(F.gelu(gate, approximate="tanh") * up, down[e]))
-    return torch.cat(parts)
-
-
-@torch.library.custom_op("dgemma::expert_mlp", mutates_args=())
-def expert_mlp_op(xs: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, counts: torch.Tensor,
-                  grouped: bool) -> torch.Tensor:
-    """`_expert_mlp` as one opaque op for torch.compile: its shapes are known without running it, whereas the
-    grouped matmul has no float32 meta kernel and the per-expert loop reads the counts on the host."""
-    return _expert_mlp(xs, gate_up, down, counts, grouped)
-
-
-@expert_mlp_op.register_fake
-def _(xs, gate_up, down, counts, grouped):
-    return xs.new_empty(xs.shape[0], down.shape[1])
-
-
-# Under torch.compile, MoE layers whose dense compute (all experts on all tokens) is at most this many FLOPs run
-# densely: about where the routed path's fixed costs (sort, gather, a matmul per expert) cost as much on a CPU.
-DENSE_EXPERT_FLOPS = 32e6
-
-
-class Experts(nn.Module):
-    """All experts' weights as 3-D tensors, computed grouped: assignments sorted by expert, one grouped matmul."""
-
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        E, H, I = config.num_experts, config.hidden_size, config.moe_intermediate_size
-        self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * I, H))
-        self.down_proj = nn.Parameter(torch.empty(E, H, I))
-        # torch._grouped_mm needs float32/bf16/fp16 and 16-byte aligned rows
-        self.aligned = H % 8 == 0 and I % 8 == 0
-
-    def forward(self, x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        T, K = index.shape
-        E, two_i, H = self.gate_up_proj.shape
-        if torch.compiler.is_compiling() and 2 * T * E * (two_i + two_i // 2) * H <= DENSE_EXPERT_FLOPS:
-            return self.dense(x, index, weights)
-        flat = index.reshape(-1)
-        order = flat.argsort(stable=True)
-        xs = x[order // K]  # (T*K, H), grouped by expert
-        # tokens per expert; not bincount, whose output size depends on the data (a host sync on GPU)
-        counts = torch.zeros(self.gate_up_proj.shape[0], dtype=flat.dtype, device=flat.device).index_add_(
-            0, flat, torch.ones_like(flat))
-        grouped = self.aligned and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
-        mlp = expert_mlp_op if torch.compiler.is_compiling() else _expert_mlp  # (the op has no backward)
-        ys = mlp(xs, self.gate_up_proj, self.down_proj, counts, grouped)
-        ys = (ys * weights.reshape(-1)[order, None]).to(x.dtype)
-        out = torch.empty_like(ys)
-        out[order] = ys
-        return out.view(T, K, -1).sum(1)
-
-    def dense(self, x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Every expert on every token, the unselected ones weighted by zero: more FLOPs, but for small experts
-        one fused graph beats the routed path's sort, gather and per-expert matmul loop. Adding exact zeros
-        leaves the weighted sum as the routed path computes it (for two experts per token, bit for bit)."""
-        gate, up = torch.einsum("th,eoh->eto", x, self.gate_up_proj).chunk(2, dim=-1)  # (E, T, I) each
-        ys = torch.einsum("eti,ehi->eth", F.gelu(gate, approximate="tanh") * up, self.down_proj)  # (E, T, H)
-        w = torch.zeros(ys.shape[:2][::-1], dtype=weights.dtype, device=x.device).scatter(1, index, weights)
-        return (ys * w.t()[..., None]).to(x.dtype).sum(0)
-
-
 class Block(nn.Module):
     """Attention, then a dense MLP and an MoE branch side by side; each output normed, summed, normed again."""
 
@@ -247,15 +185,16 @@ class Block(nn.Module):
         self.register_buffer("layer_scalar", torch.ones(1))  # decoder's
         self.register_buffer("encoder_layer_scalar", torch.ones(1))  # the encoder keeps its own
 
-    def forward(self, x, cos, sin, kv_fn: KVFn, encoder: bool) -> torch.Tensor:
+    def forward(self, x, cos, sin, kv_fn: KVFn, encoder: bool, ends: tuple[int, ...] | None = None) -> torch.Tensor:
         q, k, v = self.self_attn.project(self.input_layernorm(x), cos, sin)
         keys, values, mask = kv_fn(self.index, k, v)
-        x = x + self.post_attention_layernorm(self.self_attn.attend(q, keys, values, mask))
+        x = x + self.post_attention_layernorm(self.self_attn.attend(q, keys, values, mask, ends))
         dense = self.post_feedforward_layernorm_1(self.mlp(self.pre_feedforward_layernorm(x)))
         flat = x.reshape(-1, x.shape[-1])
         weights, index = self.router(flat)
         moe = self.post_feedforward_layernorm_2(
-            self.experts(self.pre_feedforward_layernorm_2(flat), index, weights).view_as(x))
+            self.experts(self.pre_feedforward_layernorm_2(flat), index, weights, 1 if ends is None else len(ends))
+            .view_as(x))
         x = x + self.post_feedforward_layernorm(dense + moe)
         return x * (self.encoder_layer_scalar if encoder else self.layer_scalar)
 
@@ -372,16 +311,17 @@ class DiffusionGemma(nn.Module):
         return {kind: rope_tables(positions, getattr(self, f"inv_freq_{kind}"), self.dtype) for kind in self.kinds}
 
     def run_layers(self, x: torch.Tensor, positions: torch.Tensor, kv_fn: KVFn, encoder: bool,
-                   checkpoint: bool = False, tables: dict | None = None) -> torch.Tensor:
+                   checkpoint: bool = False, tables: dict | None = None,
+                   ends: tuple[int, ...] | None = None) -> torch.Tensor:
         """The weight stack over (B, n, H) inputs at (B, n) positions; returns final-normed hidden states.
-        `tables`: the positions' `rope`, when already made."""
+        `tables`: the positions' `rope`, when already made. `ends`: rows apart (`denoise_static`)."""
         tables = tables or self.rope(positions)
         for layer in self.layers:
             cos, sin = tables[self.config.layer_types[layer.index]]
             if checkpoint and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, kv_fn, encoder, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, kv_fn, encoder, ends, use_reentrant=False)
             else:
-                x = layer(x, cos, sin, kv_fn, encoder)
+                x = layer(x, cos, sin, kv_fn, encoder, ends)
         return self.norm(x)
 
     # --- attention: one mask rule, one pass for encoder and decoder ----------------------------------------
@@ -425,7 +365,7 @@ class DiffusionGemma(nn.Module):
                         self.attention_masks(cache, start, n, causal, end))
 
     def _pass(self, x: torch.Tensor, cache: KVCache, start, causal: bool, end: int | None = None,
-              plan: "PassPlan | None" = None) -> torch.Tensor:
+              plan: "PassPlan | None" = None, ends: tuple[int, ...] | None = None) -> torch.Tensor:
         """The layers over (B, n, H) inputs at positions start + [0, n): their keys and values are written there
         (a sliding layer's slot is the position mod its ring), then each token attends to what `attention_masks`
         lets it see among its layer's ring or positions [0, end). `causal`: the encoder; else the decoder (the
@@ -453,7 +393,7 @@ class DiffusionGemma(nn.Module):
                 keys, values = keys[:, :, :end], values[:, :, :end]
             return keys, values, masks[self.config.layer_types[layer]]
 
-        return self.run_layers(x, positions, kv_fn, encoder=causal, tables=plan.tables)
+        return self.run_layers(x, positions, kv_fn, encoder=causal, tables=plan.tables, ends=ends)
 
     # --- encoder: causal, appends to the cache ------------------------------------------------------------
     def encode(self, input_ids: torch.Tensor, cache: KVCache, attention_mask: torch.Tensor | None = None):
@@ -508,12 +448,17 @@ class DiffusionGemma(nn.Module):
 
     def denoise_static(self, canvas_ids: torch.Tensor, cache: KVCache, start,
                        self_conditioning_embeds: torch.Tensor | None = None, end: int | None = None,
-                       plan: "PassPlan | None" = None) -> torch.Tensor:
+                       plan: "PassPlan | None" = None, ends: tuple[int, ...] | None = None) -> torch.Tensor:
         """The decoder's final-normed hidden states (B, L, H) of a canvas at positions start + [0, L), without
         checks: `start` a 0-d tensor gives one shape for every canvas, for torch.compile and CUDA graphs (gpt-fast
-        style); (B,) starts one per row. The caller checks the cache has room (`cache.reserve`)."""
+        style); (B,) starts one per row. The caller checks the cache has room (`cache.reserve`).
+
+        `ends` (one per row, each at most the pass's end): rows apart, for a server whose answers must not depend
+        on their batch-mates. Row b's global layers attend to keys [0, ends[b]) alone and its experts run alone,
+        so with the ends it would have by itself (its own length plus the canvas) its hidden states are those of
+        the row alone, bit for bit, where the other matmuls' rounding does not depend on the batch size."""
         x = self.self_conditioning(self.embed(canvas_ids), self_conditioning_embeds)
-        return self._pass(x, cache, start, causal=False, end=end, plan=plan)
+        return self._pass(x, cache, start, causal=False, end=end, plan=plan, ends=ends)
 
     # --- generation (the engine lives in dgemma.engine; these are the documented entry points) -------------
     def generate(self, input_ids, *, max_new_tokens: int | None = None, max_denoising_steps: int | None = None,

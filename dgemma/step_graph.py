@@ -6,7 +6,7 @@ with the checks cut to those that tell compiled versions apart. Here the step is
 with torch.export, compiled by inductor (`torch._inductor.compile`, the FX graph cache included), and later calls
 go straight to the compiled code. The trace is non-strict: a strict one (through dynamo) would give torch.compile's
 own graph, whose kernels ran 5% faster on the small preset, but it resets every dynamo cache in the process. What a guard would have checked is the lookup key instead: the settings the
-step reads (`StepSettings`), the shapes and dtypes, and the identity of the model's tensors. Module-level constants read while tracing (such as `model.DENSE_EXPERT_FLOPS`) are fixed
+step reads (`StepSettings`), the shapes and dtypes, and the identity of the model's tensors. Module-level constants read while tracing (such as `moe.DENSE_EXPERT_FLOPS`) are fixed
 when a graph is built.
 """
 from __future__ import annotations

@@ -406,11 +406,11 @@ COMPILED_CALL = dict(max_new_tokens=24, max_denoising_steps=10, t_min=0.01, t_ma
 def compiled_models(tmp_path_factory):
     """Dense experts in the graph, or routed through the opaque expert op: a step graph is per model, its
     expert path fixed in it when it is built."""
-    import dgemma.model
+    import dgemma.moe
     path = tmp_path_factory.mktemp("ref-compiled")
     make_reference("c", canvas_length=8, seed=3).save_pretrained(path)
     models = {flops: DiffusionGemma.from_pretrained(path, dtype=torch.float64)
-              for flops in (dgemma.model.DENSE_EXPERT_FLOPS, 0.0)}
+              for flops in (dgemma.moe.DENSE_EXPERT_FLOPS, 0.0)}
     return {**models, "path": path}
 
 
@@ -431,9 +431,9 @@ def test_compiled_engine_gives_the_same_tokens_with_one_graph_per_input_kind(com
     from torch._dynamo.utils import counters
 
     import dgemma.engine
-    import dgemma.model
+    import dgemma.moe
     import dgemma.step_graph
-    dense = dgemma.model.DENSE_EXPERT_FLOPS
+    dense = dgemma.moe.DENSE_EXPERT_FLOPS
     prompt, mask = compiled_prompt()
     torch._dynamo.reset()
     graphs = counters["stats"]["unique_graphs"]
@@ -443,7 +443,7 @@ def test_compiled_engine_gives_the_same_tokens_with_one_graph_per_input_kind(com
     for seed, dense_flops, whole_step, padded in ((0, dense, True, True), (1, 0.0, True, True),
                                                   (2, dense, False, True), (3, dense, True, False)):
         model = compiled_models[dense_flops]
-        monkeypatch.setattr(dgemma.model, "DENSE_EXPERT_FLOPS", dense_flops)
+        monkeypatch.setattr(dgemma.moe, "DENSE_EXPERT_FLOPS", dense_flops)
         monkeypatch.setattr(dgemma.engine.Engine, "one_graph", real_one_graph if whole_step else lambda *a: False)
         settings = dict(COMPILED_CALL, eos_token_id=[127], seed=seed,
                         attention_mask=mask if padded else None)  # unpadded: the prompt is prefilled in chunks too
@@ -507,8 +507,8 @@ def test_compiled_engine_clamps_like_the_eager_one(compiled_models):
     """The compiled step with a clamp mask (infilling, editing): the same tokens as eagerly, with the canvas and
     mask given once for every row (expanded over the batch) and once row by row (a contiguous tensor of the same
     shape must not run a graph specialised on the expanded one's strides)."""
-    import dgemma.model
-    model = compiled_models[dgemma.model.DENSE_EXPERT_FLOPS]
+    import dgemma.moe
+    model = compiled_models[dgemma.moe.DENSE_EXPERT_FLOPS]
     L = model.config.canvas_length
     g = torch.Generator().manual_seed(3)
     prompt, _ = compiled_prompt()

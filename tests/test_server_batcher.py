@@ -10,7 +10,9 @@ import torch
 
 from dgemma import DiffusionGemma
 from dgemma.config import get_preset
-from dgemma.engine import GenerationConfig
+from dgemma.cache import KVCache
+from dgemma.engine import Engine, GenerationConfig
+from dgemma.sampling import make_sampler
 from dgemma.serving.batcher import BatchEngine, Request, SamplingParams
 
 STOP = (1, 106, 50)
@@ -185,3 +187,58 @@ def test_a_next_turn_reuses_the_kept_cache_and_gets_the_same_tokens(model):
     assert reused == fresh
     assert m["prefix_hits"] == 3 and m0["prefix_hits"] == 0
     assert m["prefix_tokens_reused"] >= 3 * 31 and m["prompt_tokens"] == m0["prompt_tokens"]
+
+
+@pytest.fixture(scope="module")
+def model32():
+    """A random float32 model: its entropies are all close to log V, so a rank-based sampler (topk) flips at the
+    slightest rounding difference, which makes it a sharp detector of batch-dependent rounding."""
+    cfg = get_preset("tiny").replace(vocab_size=8192, canvas_length=32, max_position_embeddings=1024)
+    m = DiffusionGemma(cfg)
+    m.init_weights(torch.Generator().manual_seed(0))
+    return m.eval()
+
+
+def test_rows_apart_have_the_hidden_states_of_rows_alone(model32):
+    """float32, bit for bit: rows of prompts of 1 to 300 tokens (the ring wraps; the global keys of the batch run to
+    the longest row), decoded together with `ends`, against each row decoded alone with its own keys. Without
+    `ends` the CPU kernels' sums change with the key count and the experts' row counts (seen here: 1e-6)."""
+    L, g = model32.config.canvas_length, torch.Generator().manual_seed(1)
+    lens = [1, 37, 300, 120, 9]
+    eng = Engine(model32)
+
+    def slot(c, b, upto):
+        keys, values = ([t[b] if c.config.is_sliding(i) else t[b, :, :upto] for i, t in enumerate(ts)]
+                        for ts in (c.keys, c.values))
+        return KVCache.over(c.config, keys, values, c.valid[b, :upto], 0)
+
+    big = model32.new_cache(len(lens), 512)
+    end = lambda n: min(big.max_length, max(big.ring, n))  # noqa: E731 - as the batcher bounds them
+    prompts = [torch.randint(3, 2000, (1, n), generator=g) for n in lens]
+    canvas, soft = torch.randint(3, 2000, (len(lens), L), generator=g), torch.randn(len(lens), L, 64, generator=g)
+    with torch.no_grad():
+        for b, p in enumerate(prompts):
+            eng.prefill(p, slot(big, slice(b, b + 1), big.max_length))
+        together = model32.denoise_static(canvas, slot(big, slice(None), end(max(lens) + L)), torch.tensor(lens),
+                                          soft, ends=tuple(end(n + L) for n in lens))
+        for b, p in enumerate(prompts):
+            alone = model32.new_cache(1, 512)
+            eng.prefill(p, slot(alone, slice(None), alone.max_length))
+            hidden = model32.denoise_static(canvas[b:b + 1], slot(alone, slice(None), end(lens[b] + L)),
+                                            torch.tensor([lens[b]]), soft[b:b + 1])
+            assert torch.equal(together[b:b + 1], hidden), b
+
+
+def test_float32_batched_equals_alone_with_rank_samplers(model32):
+    """The server's promise in float32: 32 requests of different lengths, 16 slots, early locking on, with the
+    rank-based samplers (topk, margin: the most sensitive to rounding; with the batcher's rows together, not
+    apart, one of these 32 differs here): each request's tokens equal the same request alone."""
+    samplers = ("topk", "margin")
+    work = []
+    for i in range(32):
+        gen = GenerationConfig(max_new_tokens=(8, 24, 40, 70)[i % 4], max_denoising_steps=6, eos_token_id=STOP,
+                               sampler=make_sampler(samplers[i % 2]))
+        work.append(([2] + [100 + (5 * i + j) % 1900 for j in range(3 + i % 9)], SamplingParams(gen, seed=1000 + i),
+                     None))
+    together = run_all(model32, work, 2, max_batch=16)
+    assert [i for i, job in enumerate(work) if run_all(model32, [job], 2, max_batch=16)[0][0] != together[i][0]] == []

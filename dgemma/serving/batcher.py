@@ -5,12 +5,15 @@ its own length, canvas, step counter and `torch.Generator`. Every loop iteration
 
 1. admit waiting requests into free slots and prefill them (`Engine.prefill` into their slot of the cache);
 2. run ONE decoder pass (`model.denoise_static`, compiled with `compile=True`) over the canvases of the slots in
-   use, each at its own position (per-row starts: the one attention pass sees each row's own keys);
+   use, each at its own position (per-row starts: the one attention pass sees each row's own keys). Eager, the
+   rows are apart (`ends`): each row's global attention and experts have the shapes they have alone, so a
+   request's tokens do not depend on its batch-mates, bit for bit in float32 too (the dense matmuls' rounding
+   does not depend on their row count: tested). Compiled, batch shapes are rounded up and rounding may differ;
 3. per group of rows with the same settings: `Engine.sample` (the sampler's tiles, the renoising, `advance`) with
    the rows' own temperatures and generators, drawn in the order `Engine.stream` draws them for a batch of
-   one, so a request's tokens equal `model.generate(seed=s)` on its own, up to float rounding of batched
-   matmuls (exactly, with lock_after=0, whenever rounding agrees). Compiled on CPU, when every row shares its
-   settings and the vocabulary is small, the whole step is one graph (`Engine.step_graph`);
+   one, so a request's tokens equal `model.generate(seed=s)` on its own, up to float rounding (exactly, with
+   lock_after=0, whenever rounding agrees). Compiled on CPU, when every row shares its settings and the
+   vocabulary is small, the whole step is one graph (`Engine.step_graph`);
 4. rows whose canvas is done commit it (stop tokens applied, `Engine.append` into their slot) and start the next
    canvas, or finish and free the slot at once; the row in the highest slot moves into it, so the running rows
    always fill slots [0, R).
@@ -351,11 +354,7 @@ class BatchEngine:
             hi = min(self.max_batch, 1 << (hi - 1).bit_length())
         at = {r.slot: r for r in rows}
         start = torch.tensor([at[s].length if s in at else 0 for s in range(hi)], device=dev)
-        end = max(r.length for r in rows) + L  # global layers attend to positions [0, end), at least a ring's worth
-        if self.compile:  # one graph per power of 2 of the context too, rather than the whole cache every step
-            end = 1 << (end - 1).bit_length()
-        end = min(self.cache.max_length, max(self.cache.ring, end))
-        cache = self._slot_cache(0, hi, upto=end)
+        cache = self._slot_cache(0, hi, upto=self._keys_end(max(r.length for r in rows) + L))
         temps = {r.slot: temperature_at(r.cfg, r.step).to(dev) for r in rows}
         groups: dict = {}  # rows that can share `advance`: the same settings (and step, for a step-aware sampler)
         for r in rows:
@@ -369,7 +368,11 @@ class BatchEngine:
         else:
             current = torch.cat([at[s].current if s in at else self.idle[0] for s in range(hi)])
             soft = torch.cat([at[s].soft if s in at else self.idle[1] for s in range(hi)])
-            hidden = (self.engine.static_denoise or model.denoise_static)(current, cache, start, soft)
+            if self.engine.static_denoise is not None:
+                hidden = self.engine.static_denoise(current, cache, start, soft)
+            else:  # rows apart: each row's global keys and experts as it would have them alone
+                ends = tuple(self._keys_end(at[s].length + L if s in at else L) for s in range(hi))
+                hidden = model.denoise_static(current, cache, start, soft, ends=ends)
             results = {}
             for group in groups.values():
                 results.update(self._advance(group, temps, hidden))
@@ -379,6 +382,13 @@ class BatchEngine:
         for r, result in [(r, results[r.slot]) for r in rows]:  # a row may move to a lower slot meanwhile
             self._row_step(r, *result)
         self.step_hist.observe(time.perf_counter() - t0)
+
+    def _keys_end(self, n: int) -> int:
+        """The global-layer keys [0, end) a pass over n positions attends to: at least a ring's worth, and compiled
+        a power of 2 (one graph per power of 2 of the context, rather than the whole cache every step)."""
+        if self.compile:
+            n = 1 << (n - 1).bit_length()
+        return min(self.cache.max_length, max(self.cache.ring, n))
 
     def _batch_state(self, group: list[Row | None]):
         """The rows' denoising state as a batch for `Engine.sample` / `Engine.step_graph`: current, soft,
