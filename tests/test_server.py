@@ -465,8 +465,8 @@ def test_sigterm_drains_then_cancels_and_exits_0(checkpoint):
 
 
 def test_soak_mix_and_verdict(server):
-    """The soak's request mix (every kind, streamed and not, every sampler) succeeds, and its verdict fails on an
-    error, on memory growth over 5% or on a last-minute p99 over 1.5x the second minute's."""
+    """The soak's request mix (every kind, streamed and not, every sampler) succeeds, as does the mix-up check over
+    it, and the soak's verdict fails on an error, on memory growth over 5% or on a last-minute p99 over 1.5x the second minute's."""
     import asyncio
 
     from dgemma.serving import loadtest
@@ -474,8 +474,11 @@ def test_soak_mix_and_verdict(server):
 
     async def mix():
         async with httpx.AsyncClient(base_url=url, headers=auth(), timeout=60) as c:
-            return [await loadtest.mixed(c, NAME, i, STEPS) for i in range(18)]
-    assert asyncio.run(mix()) == [True] * 18
+            return [await loadtest.mixed(c, NAME, i, STEPS) for i in range(24)]
+    assert [ok for ok, _ in asyncio.run(mix())] == [True] * 24
+    # the mix-up check (`loadtest --verify`): 4 clients x 3 requests at once, then each alone
+    assert asyncio.run(loadtest.verify(url, NAME, 4, 3, STEPS, headers=auth())) == {
+        "requests": 12, "failed": [], "differ": [], "finished": 24}
 
     def minutes(p99_last=1.4, rss_last=104.5, errors=0):
         return [{"lat": [1.0] * 10, "errors": 0, "rss": 100.0}, {"lat": [1.0] * 10, "errors": errors, "rss": 103.0},

@@ -8,10 +8,13 @@ Prints a markdown table: clients, requests, errors, tokens/s, requests/s, p50/p9
 
     python -m dgemma.serving.loadtest --model dgemma/assets/code --duration 600 --clients 8   # soak
 
+    python -m dgemma.serving.loadtest --model dgemma/assets/code --clients 64 --requests 8 --verify  # mix-ups
+
 `--duration` is a soak instead: the clients send mixed requests (completions, chat, infill, streamed and not,
-three samplers) for that long; per minute it reports requests, errors, p50/p99 latency and the server's resident
+four samplers) for that long; per minute it reports requests, errors, p50/p99 latency and the server's resident
 memory, and at the end whether memory grew at most 5% after the first minute and the last minute's p99 stayed
-within 1.5x of the second's.
+within 1.5x of the second's. `--verify` sends such requests from every client at once, then each alone, and
+checks that every text is the same and the server finished each exactly twice.
 """
 
 from __future__ import annotations
@@ -80,14 +83,26 @@ async def one(client: httpx.AsyncClient, model: str, i: int, max_tokens: int, st
     return lat, ttft if ttft is not None else lat, tokens
 
 
-SOAK_SAMPLERS = ("entropy", "confidence", "topk")
+MIXED_SAMPLERS = ("entropy", "confidence", "topk", "margin")
 
 
-async def mixed(client: httpx.AsyncClient, model: str, i: int, steps: int) -> bool:
-    """One request of the soak's mix, by `i`: completion, chat or infill, streamed or not, a sampler and a
-    length. True when it succeeded (a 200, and a streamed one ended with [DONE] and no error event)."""
+def _text(path: str, obj: dict, streamed: bool) -> str:
+    """The generated text of a response body or of one streamed event."""
+    if path == "/infill":
+        return obj.get("content", "")
+    if not obj.get("choices"):
+        return ""
+    choice = obj["choices"][0]
+    if path == "/v1/completions":
+        return choice.get("text") or ""
+    return (choice.get("delta") if streamed else choice.get("message") or {}).get("content") or ""
+
+
+async def mixed(client: httpx.AsyncClient, model: str, i: int, steps: int) -> tuple[bool, str]:
+    """One request of the mix, by `i`: completion, chat or infill, streamed or not, a sampler, a length and the
+    seed i. (Whether it succeeded: a 200, and a streamed one ended with [DONE] and no error event; its text.)"""
     kind, stream = ("completion", "chat", "infill")[i % 3], (i // 3) % 2 == 1
-    extra = {"seed": i, "denoising_steps": steps, "sampler": SOAK_SAMPLERS[(i // 6) % 3], "stream": stream}
+    extra = {"seed": i, "denoising_steps": steps, "sampler": MIXED_SAMPLERS[(i // 6) % 4], "stream": stream}
     if kind == "chat":
         path, body = "/v1/chat/completions", {"messages": [{"role": "user", "content": f"task {i % 11}"}],
                                               "max_tokens": (16, 48)[i % 2]}
@@ -95,18 +110,21 @@ async def mixed(client: httpx.AsyncClient, model: str, i: int, steps: int) -> bo
         path, body = "/infill", {"input_prefix": f"def f_{i % 11}(x):\n", "input_suffix": "\n\nprint(f(1))\n",
                                  "n_predict": 12, "seed": i, "stream": stream}
     else:
-        path, body = "/v1/completions", {"prompt": f"def function_{i % 11}(x):\n    ", "max_tokens": (16, 48, 96)[i % 3]}
+        path, body = "/v1/completions", {"prompt": f"def function_{i % 11}(x):\n    ",
+                                         "max_tokens": (16, 48, 96)[i % 3]}
     if path != "/infill":
         body = {"model": model, **body, **extra}
     try:
         if not stream:
-            return (await client.post(path, json=body)).status_code == 200
+            r = await client.post(path, json=body)
+            return r.status_code == 200, _text(path, r.json(), False) if r.status_code == 200 else ""
         async with client.stream("POST", path, json=body) as r:
             lines = [line async for line in r.aiter_lines() if line.startswith("data: ")]
-        return r.status_code == 200 and bool(lines) and not any('"error"' in line[:12] for line in lines) and (
+        ok = r.status_code == 200 and bool(lines) and not any('"error"' in line[:12] for line in lines) and (
             path == "/infill" or lines[-1] == "data: [DONE]")
-    except httpx.HTTPError:
-        return False
+        return ok, "".join(_text(path, json.loads(line[6:]), True) for line in lines if line != "data: [DONE]")
+    except (httpx.HTTPError, ValueError):
+        return False, ""
 
 
 def rss_mib(pid: int) -> float:
@@ -129,7 +147,7 @@ async def soak(url: str, model: str, clients: int, duration: float, steps: int, 
         async def worker():
             while time.perf_counter() - t0 < duration:
                 start = time.perf_counter()
-                ok = await mixed(client, model, next(counter), steps)
+                ok, _ = await mixed(client, model, next(counter), steps)
                 b = bucket(start)
                 b["lat"].append(time.perf_counter() - start)
                 b["errors"] += not ok
@@ -141,6 +159,26 @@ async def soak(url: str, model: str, clients: int, duration: float, steps: int, 
                     bucket(time.perf_counter())["rss"] = rss_mib(pid)
         await asyncio.gather(memory(), *(worker() for _ in range(clients)))
     return minutes
+
+
+def finished(url: str) -> float:
+    return next(float(line.split()[1]) for line in httpx.get(f"{url}/metrics").text.splitlines()
+                if line.startswith("dgemma_requests_finished_total "))
+
+
+async def verify(url: str, model: str, clients: int, per_client: int, steps: int, headers=None) -> dict:
+    """The mix-up check: `clients` clients send `per_client` mixed requests each, at once; then every request is
+    sent again alone. Returns the failed ones, the ones whose text differs from alone, and the server's count of
+    finished requests (lost or duplicated ones would make it differ from twice the number sent)."""
+    n, before = clients * per_client, finished(url)
+    async with httpx.AsyncClient(base_url=url, timeout=600, headers=headers) as client:
+        async def worker(c):
+            return [(i, await mixed(client, model, i, steps)) for i in range(c * per_client, (c + 1) * per_client)]
+        together = dict(item for items in await asyncio.gather(*(worker(c) for c in range(clients))) for item in items)
+        alone = {i: await mixed(client, model, i, steps) for i in range(n)}
+    return {"requests": n, "failed": sorted(i for i in range(n) if not (together[i][0] and alone[i][0])),
+            "differ": sorted(i for i in range(n) if together[i][1] != alone[i][1]),
+            "finished": finished(url) - before}
 
 
 def pct(xs, q):
@@ -197,11 +235,16 @@ def main(argv=None) -> int:
     p.add_argument("--server-args", default="", help="extra `dgemma serve` arguments")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="soak: mixed requests for this long, reported per minute (at least 180)")
+    p.add_argument("--verify", action="store_true",
+                   help="mix-up check: one --clients level sends mixed requests at once, then each is sent alone; "
+                        "every text must match (exit 1 if not)")
     p.add_argument("--save", metavar="NAME", default=None,
                    help="also save the table as bench/results/NAME.json for BENCHMARKS.md")
     args = p.parse_args(argv)
     if args.duration is not None and (args.duration < 180 or "," in args.clients):
         p.error("--duration needs at least 180 seconds (three minutes to compare) and one --clients level")
+    if args.verify and (args.duration is not None or "," in args.clients):
+        p.error("--verify takes one --clients level and no --duration")
     proc = None
     url = args.url
     if url is None:
@@ -215,6 +258,8 @@ def main(argv=None) -> int:
     try:
         if args.duration is not None:
             return run_soak(args, argv, url, name, proc)
+        if args.verify:
+            return run_verify(args, argv, url, name)
         print(f"# {url} model={name} steps={args.steps} max_tokens={lengths} cpu_count={os.cpu_count()}")
         print("| clients | requests | errors | tokens/s | requests/s | p50 latency (s) | p99 latency (s) | p50 TTFT (s) |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -240,6 +285,29 @@ def main(argv=None) -> int:
     return 0
 
 
+def run_verify(args, argv, url: str, name: str) -> int:
+    clients = int(args.clients)
+    t0 = time.perf_counter()
+    r = asyncio.run(verify(url, name, clients, args.requests, args.steps))
+    ok = not r["failed"] and not r["differ"] and r["finished"] == 2 * r["requests"]
+    text = (f"{clients} clients x {args.requests} requests ({r['requests']}: completions, chat and infill, streamed "
+            f"and not, seeds 0-{r['requests'] - 1}, samplers {', '.join(MIXED_SAMPLERS)}), then each alone: "
+            f"{len(r['failed'])} failed, {len(r['differ'])} differ from alone, the server finished "
+            f"{r['finished']:.0f} of {2 * r['requests']}, in {time.perf_counter() - t0:.0f} s: "
+            f"{'passed' if ok else 'FAILED'}.")
+    print(text)
+    if r["failed"] or r["differ"]:
+        print(f"failed: {r['failed'][:20]} differ: {r['differ'][:20]}")
+    if args.save:
+        from ..bench.report import save_table
+        save_table(args.save, f"No mix-ups under load (`dgemma serve`, model {name})",
+                   "python -m dgemma.serving.loadtest " + " ".join(sys.argv[1:] if argv is None else argv),
+                   ["clients", "requests", "failed", "differ from alone", "finished / sent"],
+                   [[clients, r["requests"], len(r["failed"]), len(r["differ"]),
+                     f"{r['finished']:.0f} / {2 * r['requests']}"]], text=text)
+    return 0 if ok else 1
+
+
 def run_soak(args, argv, url: str, name: str, proc) -> int:
     clients = int(args.clients)
     print(f"# soak {url} model={name} clients={clients} duration={args.duration:g} s steps={args.steps}", flush=True)
@@ -254,7 +322,7 @@ def run_soak(args, argv, url: str, name: str, proc) -> int:
                    "python -m dgemma.serving.loadtest " + " ".join(sys.argv[1:] if argv is None else argv),
                    ["minute", "requests", "errors", "p50 latency (s)", "p99 latency (s)", "server RSS (MiB)"], rows,
                    text=f"{clients} clients send completions, chat and infill requests, streamed and not, with the "
-                        f"entropy, confidence and top-k samplers, at most {args.steps} denoising steps a canvas. "
+                        f"{', '.join(MIXED_SAMPLERS)} samplers, at most {args.steps} denoising steps a canvas. "
                         + text)
     return 0 if passed else 1
 
