@@ -26,10 +26,11 @@ from . import chat as chat_io
 from .batcher import BatchEngine, EngineDeadError, QueueFullError, Request, SamplingParams
 from .middleware import GuardMiddleware, until_disconnected
 from .playground import add_routes as add_playground
+from .repair import json_object_events
 from .schemas import (APIError, ChatRequest, ChatResponse, CompletionRequest, CompletionResponse, DetokenizeRequest,
                       DetokenizeResponse, Health, InfillRequest, InfillResponse, ModelCard, ModelList,
                       TokenizeRequest, TokenizeResponse, documented, error_body, stops_of,
-                      structured_output)
+                      JSON_OBJECT, structured_output)
 
 log = logging.getLogger("dgemma.serving")
 
@@ -289,6 +290,11 @@ def create_app(state: ServerState) -> FastAPI:
         state.active.add(req)
         return _events(http, eng, req, q, prompt, stops, raw, timeout)
 
+    def json_reply(http, prompt, params, stops, timeout):
+        """A json_object reply (serving.repair): rounds of `run`, within one deadline."""
+        return json_object_events(lambda ids, p, t: collect(run(http, ids, p, stops, timeout=t)), state.tokenizer,
+                                  prompt, params, timeout or state.request_timeout)
+
     async def _events(http, eng, req, q, prompt, stops, raw, timeout):
         tok = state.tokenizer
         tokens: list[int] = []
@@ -431,7 +437,8 @@ def create_app(state: ServerState) -> FastAPI:
             body.response_format, state.tokenizer, eng, len(ids),
             body.max_tokens if "max_tokens" in body.model_fields_set else None)
         if constraints is not None and body.suffix is not None:
-            raise APIError(400, "response_format json_schema cannot be combined with suffix", param="response_format")
+            raise APIError(400, f"response_format {body.response_format['type']} cannot be combined with suffix",
+                           param="response_format")
         max_tokens = max_tokens or body.max_tokens
         if body.suffix is not None:
             suffix = state.tokenizer.encode(body.suffix)
@@ -442,7 +449,8 @@ def create_app(state: ServerState) -> FastAPI:
         params = make_params(body, max_tokens, len(ids) + len(suffix or []), eng)
         state.http["completions"] += 1
         cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        gen = run(http, ids, params, stops, suffix, timeout=body.timeout, constraints=constraints)
+        gen = json_reply(http, ids, params, stops, body.timeout) if constraints is JSON_OBJECT else \
+            run(http, ids, params, stops, suffix, timeout=body.timeout, constraints=constraints)
 
         def chunk(delta, finish):
             return {"id": cid, "object": "text_completion", "created": created, "model": state.model_name,
@@ -470,8 +478,8 @@ def create_app(state: ServerState) -> FastAPI:
         max_tokens = body.max_completion_tokens or body.max_tokens
         constraints, max_tokens = structured_output(body.response_format, tok, eng, len(ids), max_tokens)
         if constraints is not None and head:
-            raise APIError(400, "response_format json_schema cannot be combined with a forced tool call",
-                           param="response_format")
+            raise APIError(400, f"response_format {body.response_format['type']} cannot be combined with a forced "
+                           "tool call", param="response_format")
         if max_tokens is None:
             max_tokens = max(1, min(eng.L, eng.context_length - len(ids)))
         if len(head) >= min(max_tokens, eng.L):
@@ -481,7 +489,8 @@ def create_app(state: ServerState) -> FastAPI:
         params = make_params(body, max_tokens, len(ids), eng)
         state.http["chat"] += 1
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        gen = run(http, ids, params, stops, raw=parsed, timeout=body.timeout, head=head, constraints=constraints)
+        gen = json_reply(http, ids, params, stops, body.timeout) if constraints is JSON_OBJECT else \
+            run(http, ids, params, stops, raw=parsed, timeout=body.timeout, head=head, constraints=constraints)
 
         def chunk(delta, finish):
             return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": state.model_name,

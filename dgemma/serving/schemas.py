@@ -255,18 +255,24 @@ def stops_of(stop) -> list[str]:
     return stops
 
 
+JSON_OBJECT = "json_object"  # `structured_output`'s answer for a json_object response_format
+
+
 def structured_output(response_format: dict | None, tokenizer, engine, prompt_len: int, max_tokens: int | None):
     """(Constraints, max_tokens) for a `json_schema` response_format, laid out by dgemma.json_schema for `engine`'s
-    model and context after a prompt of `prompt_len` tokens (`max_tokens` None: what the schema takes); (None, max_tokens) for text. A bad
-    format or schema is a 400 naming response_format."""
+    model and context after a prompt of `prompt_len` tokens (`max_tokens` None: what the schema takes);
+    (JSON_OBJECT, max_tokens) for json_object; (None, max_tokens) for text. A bad format or schema is a 400 naming
+    response_format."""
     if response_format is None or response_format == {"type": "text"}:
         return None, max_tokens
     kind = response_format.get("type")
-    if kind == "json_object":
-        raise APIError(400, "response_format json_object is not supported yet: give a json_schema",
-                       param="response_format", code="unsupported_parameter")
+    if kind == "json_object":  # no layout: validated and repaired (serving.repair)
+        if set(response_format) != {"type"}:
+            raise APIError(400, "response_format json_object takes no other fields", param="response_format")
+        return JSON_OBJECT, max_tokens
     if kind != "json_schema":
-        raise APIError(400, f"response_format type must be text or json_schema, got {kind!r}", param="response_format")
+        raise APIError(400, f"response_format type must be text, json_object or json_schema, got {kind!r}",
+                       param="response_format")
     spec = response_format.get("json_schema")
     if not isinstance(spec, dict) or "schema" not in spec:
         raise APIError(400, 'response_format json_schema needs {"json_schema": {"name": ..., "schema": {...}}}',
