@@ -10,10 +10,12 @@ object (json.loads gives a dict).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
 NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+NUMBER_START = re.compile(r"-|-?(?:0|[1-9][0-9]*)(?:\.[0-9]*)?(?:[eE][+-]?[0-9]*)?")  # (lenient: "1.e" passes)
 LITERALS = ("true", "false", "null")
 ESCAPES = set('"\\/bfnrtu')
 HEX = set("0123456789abcdefABCDEF")
@@ -37,9 +39,10 @@ class Scan:
     escape: int | None = None
 
 
-def scan(text: str) -> Scan:
-    s = Scan()
-    i, n = 0, len(text)
+def scan(text: str, start: int = 0, state: Scan | None = None) -> Scan:
+    """`state`: the scan of text[:start], to go on from there (it is not changed)."""
+    s = Scan() if state is None else dataclasses.replace(state, stack=list(state.stack), escape=None)
+    i, n = start if state is None or state.escape is None else state.escape, len(text)
     while i < n:
         ch = text[i]
         if s.state in ("key_string", "string"):
@@ -62,7 +65,7 @@ def scan(text: str) -> Scan:
             i += 1
             continue
         if s.state == "number":
-            if ch in "0123456789+-.eE":
+            if ch in "0123456789+-.eE" and NUMBER_START.fullmatch(text, s.token, i + 1):
                 i += 1
                 continue
             if NUMBER.fullmatch(text, s.token, i) is None:  # the error is where its longest valid prefix ends
@@ -145,6 +148,20 @@ def _pop(s: Scan, i: int) -> bool:
         s.end = i + 1
         return True
     return False
+
+
+def next_tokens(tokenizer, text: str, progress: bool = False) -> list[int]:
+    """The tokens whose text can come next after `text` in one JSON object (none once it is closed or wrong).
+    `progress`: only those that are not all whitespace outside a string (where there are any)."""
+    from .json_schema import vocabulary
+    s = scan(text)
+    if s.error is not None or s.end is not None:
+        return []
+    ok = [i for i, piece in vocabulary(tokenizer).text.items() if scan(text + piece, len(text), s).error is None]
+    if progress and s.state not in ("key_string", "string"):
+        text_of = vocabulary(tokenizer).text
+        return [i for i in ok if text_of[i].strip(WS)] or ok
+    return ok
 
 
 def well_formed(text: str) -> bool:

@@ -61,3 +61,22 @@ def test_errors_and_repairs(text, error, closed):
     assert scan(text).error == error
     assert close(text) == closed
     assert isinstance(json.loads(closed), dict)
+
+
+def test_next_tokens_are_exactly_the_valid_continuations():
+    """With the bundled tokenizer: along a valid object, the token of each next character is allowed, and every
+    allowed token keeps the text valid; a single quote (a Python dict) never follows `{`."""
+    from dgemma.json_schema import vocabulary
+    from dgemma.json_text import next_tokens
+    from dgemma.tokenizer import Tokenizer, default_tokenizer_path
+    tok = Tokenizer.from_file(default_tokenizer_path())
+    pieces = vocabulary(tok).text
+    single = {t: i for i, t in pieces.items() if len(t) == 1}
+    text = json.dumps({"a": [1, -2.5e3, True, None], "b\\": {"c": "d\u00e9"}})
+    for k in range(1, len(text)):
+        allowed = set(next_tokens(tok, text[:k]))
+        if text[k] in single:
+            assert single[text[k]] in allowed, (text[:k], text[k])
+        assert all(scan(text[:k] + pieces[i]).error is None for i in allowed)
+    assert single["'"] not in set(next_tokens(tok, "{")) and single['"'] in set(next_tokens(tok, "{"))
+    assert next_tokens(tok, text) == [] and next_tokens(tok, "{'") == []

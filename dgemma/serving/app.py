@@ -292,8 +292,9 @@ def create_app(state: ServerState) -> FastAPI:
 
     def json_reply(http, prompt, params, stops, timeout):
         """A json_object reply (serving.repair): rounds of `run`, within one deadline."""
-        return json_object_events(lambda ids, p, t: collect(run(http, ids, p, stops, timeout=t)), state.tokenizer,
-                                  prompt, params, timeout or state.request_timeout)
+        return json_object_events(lambda ids, p, t, c: collect(run(http, ids, p, stops, timeout=t, constraints=c)),
+                                  state.tokenizer, prompt, params, timeout or state.request_timeout, state.engine.L,
+                                  state.engine.V)
 
     async def _events(http, eng, req, q, prompt, stops, raw, timeout):
         tok = state.tokenizer
