@@ -383,9 +383,10 @@ class Template:
     """A schema laid out on canvases of `canvas_length`: `constraints` for the engine (its `repair` hook is this
     template's), and `length`, the generated tokens it takes, the end token included."""
 
-    def __init__(self, schema: dict, tokenizer, canvas_length: int, end_id: int, vocab: Vocabulary | None = None):
+    def __init__(self, schema: dict, tokenizer, canvas_length: int, end_id: int, vocab: Vocabulary | None = None,
+                 pad_id: int | None = None):
         check(schema)
-        self.L = canvas_length
+        self.L, self.pad_id = canvas_length, pad_id
         self.vocab = vocab or vocabulary(tokenizer)
         self.pieces: list[Piece] = []
         self.pos = 0
@@ -490,6 +491,8 @@ class Template:
         entries = [None] * (self.canvases() * self.L)
         for p in self.pieces:
             entries[p.start:p.start + p.width] = p.text if p.text is not None else p.slot.entries(self.vocab)
+        if self.pad_id is not None:  # after the end token: pad, as committed (free, it would be noise to denoise)
+            entries[self.length:] = [self.pad_id] * (len(entries) - self.length)
         rows = [entries[c * self.L:(c + 1) * self.L] for c in range(self.canvases())]
         return dataclasses.replace(Constraints.build(rows, self.L, self.vocab.size), repair=self.repair)
 
@@ -521,7 +524,7 @@ def plan(schema: dict, tokenizer, config, prompt_len: int, max_new_tokens: int |
     `prompt_len` tokens, within `context` positions (default: the model's); SchemaErrors for a schema that is not
     supported or whose layout does not fit."""
     L, context = config.canvas_length, context or config.max_position_embeddings
-    template = Template(schema, tokenizer, L, tokenizer.eos_id)
+    template = Template(schema, tokenizer, L, tokenizer.eos_id, pad_id=tokenizer.pad_id)
     if max_new_tokens is not None and max_new_tokens < template.length:
         raise SchemaError(f"the schema's output takes {template.length} tokens, more than max_new_tokens "
                           f"{max_new_tokens}")

@@ -109,6 +109,19 @@ def test_a_layout_that_does_not_fit_names_both_numbers(tok):
     assert new == constraints.tokens.shape[0] * 32
 
 
+def test_the_tail_after_the_end_token_is_clamped_to_pad(tok):
+    """What follows the end token is committed as pad whatever the decoder writes there, so plan() clamps it: left
+    free it is noise the sampler spends its steps on, and its flipping argmax kept every canvas from stopping (the
+    enum schema on the bundled model took all 48 steps; clamped, 7)."""
+    for schema in (SCHEMAS[3], SCHEMAS[10]):
+        c, new = plan(schema, tok, get_preset("tiny"), 5)
+        t = Template(schema, tok, 32, tok.eos_id)
+        flat_clamp, flat_tokens = c.clamp.flatten(), c.tokens.flatten()
+        assert flat_tokens[t.length - 1] == tok.eos_id and bool(flat_clamp[t.length - 1])
+        assert bool(flat_clamp[t.length:].all()) and bool((flat_tokens[t.length:] == tok.pad_id).all())
+        assert new == c.tokens.numel() and t.length < new
+
+
 def test_generate_with_a_json_schema_on_the_bundled_model():
     """Through the documented entry point, with the tokenizer found beside the checkpoint: the generated text, up
     to the end token, parses and is valid; a schema longer than a canvas spans several."""
