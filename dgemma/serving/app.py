@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -27,6 +26,7 @@ from .batcher import BatchEngine, EngineDeadError, QueueFullError, Request, Samp
 from .middleware import GuardMiddleware, until_disconnected
 from .playground import add_routes as add_playground
 from .repair import json_object_events
+from .sse import collect, sse, stream_openai, usage
 from .schemas import (APIError, ChatRequest, ChatResponse, CompletionRequest, CompletionResponse, DetokenizeRequest,
                       DetokenizeResponse, Health, InfillRequest, InfillResponse, ModelCard, ModelList,
                       TokenizeRequest, TokenizeResponse, documented, error_body, stops_of,
@@ -367,47 +367,6 @@ def create_app(state: ServerState) -> FastAPI:
         await until_disconnected(http)
         eng.cancel(req)
         q.put_nowait(("gone", None))
-
-    async def collect(gen):
-        parts, info = [], None
-        async for kind, payload in gen:
-            if kind == "text":
-                parts.append(payload)
-            elif kind == "done":
-                info = payload
-        if info is None:  # client went away
-            raise APIError(499, "client disconnected")
-        return "".join(parts), info
-
-    def usage(info):
-        return {"prompt_tokens": info["prompt_tokens"], "completion_tokens": info["completion_tokens"],
-                "total_tokens": info["prompt_tokens"] + info["completion_tokens"]}
-
-    def sse(obj) -> str:
-        return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
-
-    async def stream_openai(gen, make_chunk, include_usage: bool, first: dict | None, wrap: bool = True):
-        """SSE chunks of a generator's events; `wrap`: text events carry a string (else a ready delta)."""
-        try:
-            if first is not None:
-                yield sse(make_chunk(first, None))
-            async for kind, payload in gen:
-                if kind == "text":
-                    yield sse(make_chunk({"text": payload} if wrap else payload, None))
-                elif kind == "draft":
-                    chunk = make_chunk({}, None)
-                    chunk["dgemma_draft"] = payload
-                    yield sse(chunk)
-                elif kind == "done":
-                    yield sse(make_chunk({}, payload["finish_reason"]))
-                    if include_usage:
-                        chunk = make_chunk(None, None)
-                        chunk["choices"], chunk["usage"] = [], usage(payload)
-                        yield sse(chunk)
-            yield "data: [DONE]\n\n"
-        except APIError as e:
-            yield sse(error_body(e.message, e.type, e.param, e.code))
-            yield "data: [DONE]\n\n"
 
     def prompt_ids(prompt) -> list[int]:
         tok = state.tokenizer
