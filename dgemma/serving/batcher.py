@@ -5,8 +5,8 @@ its own length, canvas, step counter and `torch.Generator`. Every loop iteration
 
 1. admit waiting requests into free slots and prefill them (`Engine.prefill` into their slot of the cache);
 2. run ONE decoder pass (`model.denoise_static`, compiled with `compile=True`) over the canvases of the slots in
-   use, each at its own position (per-row starts: the one attention pass sees each row's own keys). Eager, the
-   rows are apart (`ends`): each row's global attention and experts have the shapes they have alone, so a
+   use, each at its own position (per-row starts: the one attention pass sees each row's own keys). Eager on a
+   CPU, the rows are apart (`ends`): each row's global attention and experts have the shapes they have alone, so a
    request's tokens do not depend on its batch-mates, bit for bit in float32 too (the dense matmuls' rounding
    does not depend on their row count: tested). Compiled, batch shapes are rounded up and rounding may differ;
 3. per group of rows with the same settings: `Engine.sample` (the sampler's tiles, the renoising, `advance`) with
@@ -370,8 +370,10 @@ class BatchEngine:
             soft = torch.cat([at[s].soft if s in at else self.idle[1] for s in range(hi)])
             if self.engine.static_denoise is not None:
                 hidden = self.engine.static_denoise(current, cache, start, soft)
-            else:  # rows apart: each row's global keys and experts as it would have them alone
-                ends = tuple(self._keys_end(at[s].length + L if s in at else L) for s in range(hi))
+            else:  # on a CPU rows apart: each row's global keys and experts as it would have them alone (a GPU's
+                # kernels choose their algorithm by shape anyway, and there B small launches would cost)
+                ends = tuple(self._keys_end(at[s].length + L if s in at else L) for s in range(hi)) \
+                    if dev.type == "cpu" else None
                 hidden = model.denoise_static(current, cache, start, soft, ends=ends)
             results = {}
             for group in groups.values():
