@@ -1,6 +1,6 @@
 """The web playground (GET /) in real headless Chromium (Debian's, driven by Playwright), against a real server
 process on the bundled code model: generate shows several drafts and ends with the API's own answer, infill keeps
-the suffix byte for byte, edit keeps the lines around the selection, Sudoku fills a valid grid, stop cancels the
+the suffix byte for byte, JSON mode gives schema-valid JSON (and one object without a schema), edit keeps the lines around the selection, Sudoku fills a valid grid, stop cancels the
 request (the server's cancelled counter rises), an API error is displayed, and the page fits a narrow window.
 
 Screenshots of each mode, from these same tests, go to docs/ when asked for:
@@ -112,6 +112,35 @@ def test_infill_keeps_the_suffix_byte_for_byte(page, server):
     gap = api_text(server, prompt=prefix, suffix=suffix, max_tokens=24, seed=1)
     assert final == prefix + gap + suffix
     screenshot(page, "infill")
+
+
+def test_json_mode_gives_schema_valid_json_or_one_object(page, server):
+    """With the page's example schema: the output is valid against it and is the API's answer for the same seed;
+    with the schema box empty: one JSON object (json_object); a schema that is not JSON is shown as an error."""
+    import json
+
+    from dgemma.json_schema import validate
+    page.click("#tab-json")
+    page.fill("#seed", "2")
+    page.fill("#steps", "12")
+    schema = json.loads(page.input_value("#schema"))
+    page.click("#run")
+    finish(page)
+    prompt = page.input_value("#json-prompt")
+    text = page.text_content("#canvas")[len(prompt):]
+    assert validate(json.loads(text), schema) == [] and page.text_content("#s-state") == "valid JSON"
+    fmt = {"type": "json_schema", "json_schema": {"name": "schema", "schema": schema}}
+    assert text == api_text(server, prompt=prompt, seed=2, denoising_steps=12, response_format=fmt)
+    screenshot(page, "json")
+    page.fill("#schema", "")
+    page.fill("#max", "24")
+    page.click("#run")
+    finish(page)
+    assert isinstance(json.loads(page.text_content("#canvas")[len(prompt):]), dict)
+    page.fill("#schema", "{not json")
+    page.click("#run")
+    page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+    assert "the schema is not JSON" in page.text_content("#error")
 
 
 def test_edit_regenerates_only_the_selected_lines(page):
