@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from dgemma import DiffusionGemma
 from dgemma.training import data as D
 from dgemma.training.cli import parse
-from dgemma.training.objective import corrupt, diffusion_loss, head
+from dgemma.training.objective import corrupt, diffusion_loss
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -395,3 +395,34 @@ def test_left_padded_sft_rows_train_as_if_alone():
             torch.testing.assert_close(both["logits"][i], alone["logits"][0], atol=1e-5, rtol=0)  # float32 logits
             enc_sum += float(alone["encoder"])
     assert abs(float(both["encoder"]) - enc_sum) < 1e-6 * enc_sum  # float32 cross-entropy sums
+
+
+def test_a_signal_stops_after_the_step_with_a_checkpoint(tmp_path, monkeypatch):
+    """SIGTERM in the middle of step 2 (sent from the step's own learning-rate lookup): step 2 finishes, its
+    checkpoint is written, the run returns, the handlers are put back, and --resume goes on from step 3 with the
+    same losses as a run never stopped."""
+    import os
+    import signal
+
+    import dgemma.training.trainer as T
+    mc = json.dumps({"vocab_size": 832, "canvas_length": 81, "sliding_window": 256})
+    common = ["--data", "sudoku:20", "--init", "tiny", "--model-config", mc, "--steps", "4", "--batch-size", "2",
+              "--eval-every", "100", "--eval-batches", "1", "--eval-examples", "4", "--threads", "1", "--warmup", "2"]
+    T.train(parse(common + ["--out", str(tmp_path / "full")]))
+    before = signal.getsignal(signal.SIGTERM)
+    real = T.lr_at
+
+    def lr_at(step, *a):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(step, *a)
+    monkeypatch.setattr(T, "lr_at", lr_at)
+    T.train(parse(common + ["--out", str(tmp_path / "part")]))
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert json.loads((tmp_path / "part" / "checkpoint" / "trainer_state.json").read_text())["step"] == 2
+    monkeypatch.setattr(T, "lr_at", real)
+    T.train(parse(common + ["--out", str(tmp_path / "part"), "--resume"]))
+    full, part = ([(r["step"], r["decoder"]) for r in _metrics(tmp_path / d) if r["kind"] == "train"]
+                  for d in ("full", "part"))
+    assert [r[0] for r in part] == [1, 2, 3, 4]
+    assert all(a[0] == b[0] and abs(a[1] - b[1]) < 1e-5 for a, b in zip(full, part))

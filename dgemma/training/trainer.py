@@ -5,7 +5,9 @@ import json
 import math
 import random
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -212,58 +214,71 @@ def train(args) -> dict:
     bar = tqdm(range(start, args.steps), dynamic_ncols=True, mininterval=5, disable=not d.main)
     t0 = time.time(); last_save = t0; tokens = 0
     row = {}
-    for step in bar:
-        lr = lr_at(step, args.steps, args.warmup, args.lr, args.final_lr_ratio)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        dsum = esum = 0.0
-        for _ in range(args.accum):
-            ids, P, valid = train_data.batch(global_batch, rng)  # every rank: the same global batch and noise
-            draws = sample_draws(model, ids, P, args.supervise, generator=gen,
-                                 clean_span=args.clean_span)  # on the CPU: device-independent
-            n_dec = float(draws["noised"].numel())
-            n_enc = float(encoder_targets(ids, valid))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-                loss, parts = step_fn(ids[mine].to(device), P, supervise=args.supervise,
-                                      encoder_loss_weight=args.encoder_loss_weight, checkpoint=args.grad_checkpoint,
-                                      norm_tokens=n_dec, enc_norm_tokens=n_enc, return_parts=True,
-                                      draws={k: v[mine].to(device) for k, v in draws.items()},
-                                      valid=None if valid is None else valid[mine].to(device),
-                                      decoder_loss_weight=args.decoder_loss_weight)
-            (loss * d.world / args.accum).backward()  # data-parallel averaging over ranks undone: a global sum
-            dsum += float(d.sum(parts["decoder"])); esum += float(d.sum(parts["encoder"]))
-            tokens += ids.numel()
-        gn = torch.nn.utils.clip_grad_norm_(params, args.clip)
-        gn = gn.full_tensor() if hasattr(gn, "full_tensor") else gn
-        opt.step()
-        el = time.time() - t0
-        row = {"kind": "train", "step": step + 1, "decoder": dsum / args.accum, "encoder": esum / args.accum,
-               "lr": lr, "grad_norm": float(gn), "tokens": tokens, "elapsed": el}
-        if metrics:
-            metrics.write(json.dumps(row) + "\n")
-        bar.set_postfix(dec=f"{row['decoder']:.3f}", enc=f"{row['encoder']:.3f}", tok_s=f"{tokens/el:.0f}")
-        if (step + 1) % args.log_every == 0:
-            log(json.dumps(row), flush=True)
+    # SIGTERM or Ctrl-C: the step in progress ends, a checkpoint is written and the run stops (resume with --resume)
+    interrupted: list[int] = []
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():  # (handlers can only be set there)
+        handlers = {sig: signal.signal(sig, lambda signum, frame: interrupted.append(signum))
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for step in bar:
+            lr = lr_at(step, args.steps, args.warmup, args.lr, args.final_lr_ratio)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+            dsum = esum = 0.0
+            for _ in range(args.accum):
+                ids, P, valid = train_data.batch(global_batch, rng)  # every rank: the same global batch and noise
+                draws = sample_draws(model, ids, P, args.supervise, generator=gen,
+                                     clean_span=args.clean_span)  # on the CPU: device-independent
+                n_dec = float(draws["noised"].numel())
+                n_enc = float(encoder_targets(ids, valid))
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                    loss, parts = step_fn(ids[mine].to(device), P, supervise=args.supervise,
+                                          encoder_loss_weight=args.encoder_loss_weight, checkpoint=args.grad_checkpoint,
+                                          norm_tokens=n_dec, enc_norm_tokens=n_enc, return_parts=True,
+                                          draws={k: v[mine].to(device) for k, v in draws.items()},
+                                          valid=None if valid is None else valid[mine].to(device),
+                                          decoder_loss_weight=args.decoder_loss_weight)
+                (loss * d.world / args.accum).backward()  # data-parallel averaging over ranks undone: a global sum
+                dsum += float(d.sum(parts["decoder"])); esum += float(d.sum(parts["encoder"]))
+                tokens += ids.numel()
+            gn = torch.nn.utils.clip_grad_norm_(params, args.clip)
+            gn = gn.full_tensor() if hasattr(gn, "full_tensor") else gn
+            opt.step()
+            el = time.time() - t0
+            row = {"kind": "train", "step": step + 1, "decoder": dsum / args.accum, "encoder": esum / args.accum,
+                   "lr": lr, "grad_norm": float(gn), "tokens": tokens, "elapsed": el}
             if metrics:
-                metrics.flush()
-        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
-            dl, el_ = evaluate(step_fn, model, eval_batches, args, device)
-            er = {"kind": "eval", "step": step + 1, "decoder": dl, "encoder": el_, "elapsed": el}
-            if metrics:
-                metrics.write(json.dumps(er) + "\n"); metrics.flush()
-            log(json.dumps(er), flush=True)
-        stopping = bool(args.stop_after) and step + 1 == args.stop_after
-        due = stopping or (args.save_every_steps and (step + 1) % args.save_every_steps == 0)
-        # the time-based trigger is decided on rank 0 and shared, so every rank joins the collective save
-        timed = torch.tensor(float(time.time() - last_save > args.save_every_min * 60))
-        if d.world > 1:
-            torch.distributed.broadcast(timed, 0)
-        if due or bool(timed) or step + 1 == args.steps:
-            save_state(model, opt, gen, rng, step + 1, args, args.tokenizer, d)
-            last_save = time.time()
-        if stopping:
-            break
+                metrics.write(json.dumps(row) + "\n")
+            bar.set_postfix(dec=f"{row['decoder']:.3f}", enc=f"{row['encoder']:.3f}", tok_s=f"{tokens/el:.0f}")
+            if (step + 1) % args.log_every == 0:
+                log(json.dumps(row), flush=True)
+                if metrics:
+                    metrics.flush()
+            if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+                dl, el_ = evaluate(step_fn, model, eval_batches, args, device)
+                er = {"kind": "eval", "step": step + 1, "decoder": dl, "encoder": el_, "elapsed": el}
+                if metrics:
+                    metrics.write(json.dumps(er) + "\n"); metrics.flush()
+                log(json.dumps(er), flush=True)
+            # the time-based trigger and a signal are decided on rank 0 and shared, so every rank joins the save
+            flags = torch.tensor([float(time.time() - last_save > args.save_every_min * 60), float(bool(interrupted))])
+            if d.world > 1:
+                torch.distributed.broadcast(flags, 0)
+            stopping = bool(args.stop_after) and step + 1 == args.stop_after or bool(flags[1])
+            due = stopping or (args.save_every_steps and (step + 1) % args.save_every_steps == 0)
+            if due or bool(flags[0]) or step + 1 == args.steps:
+                save_state(model, opt, gen, rng, step + 1, args, args.tokenizer, d)
+                last_save = time.time()
+            if stopping:
+                if interrupted:
+                    log(f"stopped by {signal.Signals(interrupted[0]).name} after step {step + 1}: checkpoint saved, continue with "
+                        "--resume", flush=True)
+                break
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     if metrics:
         metrics.close()
         plot(out / "metrics.jsonl", out / "loss.png")
