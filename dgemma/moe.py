@@ -64,9 +64,10 @@ class Experts(nn.Module):
         expert): a row's matmuls then have the shapes they have alone, and so its rounding (a CPU matmul's sums
         depend on its row count)."""
         T, K = index.shape
-        E, two_i, H = self.gate_up_proj.shape
+        gate_up, down = self.gate_up_proj, self.down_proj  # read once (quantized experts dequantize on reading)
+        E, two_i, H = gate_up.shape
         if torch.compiler.is_compiling() and 2 * T * E * (two_i + two_i // 2) * H <= DENSE_EXPERT_FLOPS:
-            return self.dense(x, index, weights)
+            return self.dense(x, index, weights, gate_up, down)
         flat = index.reshape(-1)
         if rows > 1:
             flat = flat + E * torch.arange(rows, device=flat.device).repeat_interleave(T * K // rows)
@@ -77,17 +78,18 @@ class Experts(nn.Module):
             0, flat, torch.ones_like(flat))
         grouped = self.aligned and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
         mlp = expert_mlp_op if torch.compiler.is_compiling() else _expert_mlp  # (the op has no backward)
-        ys = mlp(xs, self.gate_up_proj, self.down_proj, counts, grouped)
+        ys = mlp(xs, gate_up, down, counts, grouped)
         ys = (ys * weights.reshape(-1)[order, None]).to(x.dtype)
         out = torch.empty_like(ys)
         out[order] = ys
         return out.view(T, K, -1).sum(1)
 
-    def dense(self, x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def dense(self, x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor, gate_up: torch.Tensor,
+              down: torch.Tensor) -> torch.Tensor:
         """Every expert on every token, the unselected ones weighted by zero: more FLOPs, but for small experts
         one fused graph beats the routed path's sort, gather and per-expert matmul loop. Adding exact zeros
         leaves the weighted sum as the routed path computes it (for two experts per token, bit for bit)."""
-        gate, up = torch.einsum("th,eoh->eto", x, self.gate_up_proj).chunk(2, dim=-1)  # (E, T, I) each
-        ys = torch.einsum("eti,ehi->eth", F.gelu(gate, approximate="tanh") * up, self.down_proj)  # (E, T, H)
+        gate, up = torch.einsum("th,eoh->eto", x, gate_up).chunk(2, dim=-1)  # (E, T, I) each
+        ys = torch.einsum("eti,ehi->eth", F.gelu(gate, approximate="tanh") * up, down)  # (E, T, H)
         w = torch.zeros(ys.shape[:2][::-1], dtype=weights.dtype, device=x.device).scatter(1, index, weights)
         return (ys * w.t()[..., None]).to(x.dtype).sum(0)

@@ -577,7 +577,7 @@ def test_dense_experts_match_the_routed_experts(dtype):
             p.mul_(20)  # outputs of order 1, so the tolerances mean something
         weights, index = block.router(x)
         routed = block.experts(x, index, weights)
-        dense = block.experts.dense(x, index, weights)
+        dense = block.experts.dense(x, index, weights, block.experts.gate_up_proj, block.experts.down_proj)
     tol = dict(rtol=0, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(dense, routed, **tol)
     assert routed.abs().max() > 0.5

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..cache import KVCache
 from ..checkpoint import CONFIG, parse_dtype
 from ..config import FULL, ModelConfig, get_preset
+from ..quantize import SCHEMES
 
 BYTES_PER_PARAM = {"bf16": 2.0, "fp8": 1.0, "int4": 0.5}
 
@@ -44,6 +45,18 @@ def summary(config: ModelConfig) -> dict:
     }
 
 
+def quantized_weights(config: ModelConfig, scheme: str) -> dict:
+    """{"scheme", "weight_bytes", "quantized_fraction"} of the model quantized from bf16, counted on the meta
+    device (nothing is allocated)."""
+    import torch
+
+    from ..model import DiffusionGemma
+    from ..quantize import quantize_, weight_stats
+    with torch.device("meta"):
+        model = DiffusionGemma(config).to(torch.bfloat16)
+    return {"scheme": scheme, **weight_stats(quantize_(model, scheme))}
+
+
 def run(args) -> int:
     config, cached = load_config(args.model, args.revision)
     info = summary(config)
@@ -57,6 +70,8 @@ def run(args) -> int:
                              f"{config.max_position_embeddings} tokens")
         info["kv_cache_bytes"] = KVCache.nbytes(config, args.batch, args.context, parse_dtype(args.dtype))
         info["kv_cache"] = {"context": args.context, "batch": args.batch, "dtype": args.dtype}
+    if args.quantize is not None:
+        info["quantized"] = quantized_weights(config, args.quantize)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -78,6 +93,10 @@ def run(args) -> int:
                  f"{cached['missing_weight_files'][0]}" if cached["missing_weight_files"] else "not in the cache")
         print(f"hub cache        {cached['snapshot']}: weights {state}, "
               f"{cached['weight_bytes_on_disk'] / 2**30:.2f} GiB on disk")
+    if "quantized" in info:
+        q = info["quantized"]
+        print(f"quantized        {q['scheme']}: {q['weight_bytes'] / 2**30:.2f} GiB, "
+              f"{100 * q['quantized_fraction']:.1f}% of the weights quantized (the rest bf16)")
     if "kv_cache_bytes" in info:
         n = info["kv_cache_bytes"]
         print(f"KV cache         {n / 2**30:.2f} GiB for {args.context:,} tokens x batch {args.batch} in {args.dtype} "
@@ -97,5 +116,8 @@ def register(sub) -> None:
                    help="also print the KV cache's bytes (JSON: kv_cache_bytes) for this many tokens per sequence")
     p.add_argument("--batch", type=int, default=1, help="sequences held by that KV cache (default 1)")
     p.add_argument("--dtype", default="bf16", help="dtype of that KV cache: bf16, fp16, fp32 or fp64 (default bf16)")
+    p.add_argument("--quantize", choices=SCHEMES, default=None,
+                   help="also print the weight bytes and the quantized share of the weights with this scheme "
+                        "(JSON: quantized.weight_bytes, quantized.quantized_fraction)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
