@@ -235,11 +235,16 @@ class DiffusionGemma(nn.Module):
     # --- construction ------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path_or_preset, dtype: torch.dtype = torch.float32, device="cpu",
-                        seed: int = 0, revision: str | None = None) -> "DiffusionGemma":
+                        seed: int = 0, revision: str | None = None, quantize: str | None = None) -> "DiffusionGemma":
         """A checkpoint directory in the reference layout, a preset name (random weights drawn from `seed`), or a
-        Hugging Face Hub id (`org/name`, at `revision` or `org/name@revision`) through the hub's cache."""
+        Hugging Face Hub id (`org/name`, at `revision` or `org/name@revision`) through the hub's cache.
+        `quantize`: a dgemma.quantize scheme applied once loaded (for now after the whole model is loaded)."""
         from .checkpoint import load_model
-        return load_model(cls, path_or_preset, dtype=dtype, device=device, seed=seed, revision=revision)
+        model = load_model(cls, path_or_preset, dtype=dtype, device=device, seed=seed, revision=revision)
+        if quantize is not None:
+            from .quantize import quantize_
+            quantize_(model, quantize)
+        return model
 
     def save_pretrained(self, path, max_shard_bytes: int = 5 * 2**30) -> None:
         from .checkpoint import save_model

@@ -64,6 +64,9 @@ def test_generate_quiet_and_json_are_deterministic_for_a_seed(ckpt, capsys):
     assert all(1 <= s <= 4 for s in record["steps_per_canvas"])
     again = json.loads(run(base + ["--json"], capsys)[1])
     assert again["text"] == record["text"] and again["steps_per_canvas"] == record["steps_per_canvas"]
+    int8 = base + ["--json", "--quantize", "int8"]  # int8 weights: it runs, deterministically
+    rc, js, _ = run(int8, capsys)
+    assert rc == 0 and json.loads(js)["text"] == json.loads(run(int8, capsys)[1])["text"]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -41,7 +41,8 @@ class ServerState:
                  context_length: int | None = None, lock_after: int = 2, api_key: str | None = None,
                  prefix_cache: int = 4,
                  dtype: str = "float32", startup_delay: float = 0.0, device: str | None = None,
-                 compile: bool = False, request_timeout: float | None = None, exit_on_load_error: bool = False):
+                 compile: bool = False, request_timeout: float | None = None, exit_on_load_error: bool = False,
+                 quantize: str | None = None):
         self.model_dir, self.api_key, self.request_timeout = model_dir, api_key, request_timeout
         self.exit_on_load_error = exit_on_load_error
         self.draining = False  # SIGTERM: no new requests; running ones finish (see dgemma.serving.run)
@@ -49,7 +50,7 @@ class ServerState:
         self.model_name = model_name or Path(model_dir).name or str(model_dir)
         self.kw = dict(max_batch=max_batch, max_queue=max_queue, context_length=context_length,
                        lock_after=lock_after, compile=compile, prefix_cache=prefix_cache)
-        self.dtype, self.startup_delay, self.device = dtype, startup_delay, device
+        self.dtype, self.startup_delay, self.device, self.quantize = dtype, startup_delay, device, quantize
         self.status, self.load_error = "loading", None
         self.engine: BatchEngine | None = None
         self.tokenizer = None
@@ -67,7 +68,8 @@ class ServerState:
             torch.set_grad_enabled(False)
             path = Path(self.model_dir)
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-            model = DiffusionGemma.from_pretrained(self.model_dir, dtype=getattr(torch, self.dtype), device=device)
+            model = DiffusionGemma.from_pretrained(self.model_dir, dtype=getattr(torch, self.dtype), device=device,
+                                                   quantize=self.quantize)
             self.tokenizer = (Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file()
                               else Tokenizer.from_file(default_tokenizer_path()))
             if self.tokenizer.vocab_size > model.config.vocab_size:
