@@ -248,6 +248,9 @@ class DiffusionGemma(nn.Module):
 
     def save_pretrained(self, path, max_shard_bytes: int = 5 * 2**30) -> None:
         from .checkpoint import save_model
+        if getattr(self, "quantization", None):  # before anything is written
+            raise ValueError(f"saving {self.quantization['scheme']}-quantized weights is not supported yet: save the "
+                             "original model (quantize when loading)")
         save_model(self, path, max_shard_bytes=max_shard_bytes)
 
     @torch.no_grad()
