@@ -157,10 +157,10 @@ def next_tokens(tokenizer, text: str, progress: bool = False) -> list[int]:
     s = scan(text)
     if s.error is not None or s.end is not None:
         return []
-    ok = [i for i, piece in vocabulary(tokenizer).text.items() if scan(text + piece, len(text), s).error is None]
+    pieces = vocabulary(tokenizer).text
+    ok = [i for i, piece in pieces.items() if scan(text + piece, len(text), s).error is None]
     if progress and s.state not in ("key_string", "string"):
-        text_of = vocabulary(tokenizer).text
-        return [i for i in ok if text_of[i].strip(WS)] or ok
+        return [i for i in ok if pieces[i].strip(WS)] or ok
     return ok
 
 

@@ -97,11 +97,9 @@ def quantize_(model, scheme: str = "int8"):
 
 
 def weight_stats(model) -> dict:
-    """The model's weight bytes (parameters and persistent buffers) and the share of its weights (by element
-    count) held quantized."""
-    skip = {name for name, _ in model.named_buffers() if name.split(".")[-1].startswith("inv_freq")}
-    tensors = dict(model.named_parameters())
-    tensors.update((name, t) for name, t in model.named_buffers() if name not in skip)
+    """The model's weight bytes (what its state dict holds: parameters and persistent buffers) and the share of
+    its weights (by element count) held quantized."""
+    tensors = model.state_dict(keep_vars=True)
     scales = {f"{m}.{b}" for m, mod in model.named_modules() if isinstance(mod, (Int8Linear, Int8Experts))
               for b, _ in mod.named_buffers(recurse=False) if b.endswith("scale")}
     quantized = sum(t.numel() for t in tensors.values() if t.dtype == torch.int8)

@@ -50,11 +50,10 @@ def quantized_weights(config: ModelConfig, scheme: str) -> dict:
     device (nothing is allocated)."""
     import torch
 
+    from ..checkpoint import build_model
     from ..model import DiffusionGemma
     from ..quantize import quantize_, weight_stats
-    with torch.device("meta"):
-        model = DiffusionGemma(config).to(torch.bfloat16)
-    return {"scheme": scheme, **weight_stats(quantize_(model, scheme))}
+    return {"scheme": scheme, **weight_stats(quantize_(build_model(DiffusionGemma, config, torch.bfloat16), scheme))}
 
 
 def run(args) -> int:

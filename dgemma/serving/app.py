@@ -26,11 +26,11 @@ from .batcher import BatchEngine, EngineDeadError, QueueFullError, Request, Samp
 from .middleware import GuardMiddleware, until_disconnected
 from .playground import add_routes as add_playground
 from .repair import json_object_events
+from .schemas import (JSON_OBJECT, APIError, ChatRequest, ChatResponse, CompletionRequest, CompletionResponse,
+                      DetokenizeRequest, DetokenizeResponse, Health, InfillRequest, InfillResponse, ModelCard,
+                      ModelList, TokenizeRequest, TokenizeResponse, documented, error_body, stops_of,
+                      structured_output)
 from .sse import collect, sse, stream_openai, usage
-from .schemas import (APIError, ChatRequest, ChatResponse, CompletionRequest, CompletionResponse, DetokenizeRequest,
-                      DetokenizeResponse, Health, InfillRequest, InfillResponse, ModelCard, ModelList,
-                      TokenizeRequest, TokenizeResponse, documented, error_body, stops_of,
-                      JSON_OBJECT, structured_output)
 
 log = logging.getLogger("dgemma.serving")
 

@@ -181,6 +181,11 @@ async def verify(url: str, model: str, clients: int, per_client: int, steps: int
             "finished": finished(url) - before}
 
 
+def command(argv) -> str:
+    """The command line a saved table came from."""
+    return "python -m dgemma.serving.loadtest " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
 def pct(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
@@ -272,7 +277,7 @@ def main(argv=None) -> int:
         if args.save:
             from ..bench.report import save_table
             save_table(args.save, f"Server under load (`dgemma serve`, model {name})",
-                       "python -m dgemma.serving.loadtest " + " ".join(sys.argv[1:] if argv is None else argv),
+                       command(argv),
                        ["clients", "requests", "errors", "tokens/s", "requests/s", "p50 latency (s)",
                         "p99 latency (s)", "p50 time to first text (s)"], rows,
                        text=(f"Each client sends {args.requests} completions one after another over loopback "
@@ -301,7 +306,7 @@ def run_verify(args, argv, url: str, name: str) -> int:
     if args.save:
         from ..bench.report import save_table
         save_table(args.save, f"No mix-ups under load (`dgemma serve`, model {name})",
-                   "python -m dgemma.serving.loadtest " + " ".join(sys.argv[1:] if argv is None else argv),
+                   command(argv),
                    ["clients", "requests", "failed", "differ from alone", "finished / sent"],
                    [[clients, r["requests"], len(r["failed"]), len(r["differ"]),
                      f"{r['finished']:.0f} / {2 * r['requests']}"]], text=text)
@@ -319,7 +324,7 @@ def run_soak(args, argv, url: str, name: str, proc) -> int:
     if args.save:
         from ..bench.report import save_table
         save_table(args.save, f"Soak (`dgemma serve`, model {name}, {args.duration / 60:g} minutes)",
-                   "python -m dgemma.serving.loadtest " + " ".join(sys.argv[1:] if argv is None else argv),
+                   command(argv),
                    ["minute", "requests", "errors", "p50 latency (s)", "p99 latency (s)", "server RSS (MiB)"], rows,
                    text=f"{clients} clients send completions, chat and infill requests, streamed and not, with the "
                         f"{', '.join(MIXED_SAMPLERS)} samplers, at most {args.steps} denoising steps a canvas. "

@@ -4,7 +4,8 @@ Each round is a request through the batcher like any other (so it is batched, ca
 other); its prompt is the request's prompt plus the reply's valid part so far, and the round's first token is
 restricted to those that can come next there and are not just whitespace (`next_tokens`), so every round adds
 at least one valid token. The reply is checked with dgemma.json_text; from its first error on it is generated
-again, up to ROUNDS more times, and then cut and completed. The text is sent once, whole, when it is final: nothing streamed is ever taken back.
+again, up to ROUNDS more times, and then cut and completed. The text is sent once, whole, when it is final:
+nothing streamed is ever taken back.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ async def json_object_events(run_round, tokenizer, prompt: list[int], params, ti
     deadline = None if timeout is None else time.monotonic() + timeout
     kept, info, reason = "{", None, "stop"  # a JSON object opens with a brace: it starts the reply
     for r in range(ROUNDS + 1):
-        budget = params.gen.max_new_tokens - len(tokenizer.encode(kept))
+        kept_ids = tokenizer.encode(kept)
+        budget = params.gen.max_new_tokens - len(kept_ids)
         if budget < 1:
             reason = "length"
             break
@@ -36,7 +38,7 @@ async def json_object_events(run_round, tokenizer, prompt: list[int], params, ti
         left = None if deadline is None else max(1e-3, deadline - time.monotonic())
         allowed = await asyncio.to_thread(next_tokens, tokenizer, kept, True)  # (a large vocabulary takes a while)
         first = Constraints.build([[allowed]], canvas, vocab) if allowed else None
-        text, info = await run_round(prompt + tokenizer.encode(kept), p, left, first)
+        text, info = await run_round(prompt + kept_ids, p, left, first)
         s = scan(kept + text)
         if s.end is not None or s.error is None:  # closed, or valid until the tokens ran out
             kept += text
