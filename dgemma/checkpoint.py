@@ -9,7 +9,6 @@ so loading never holds more than the weights plus one tensor.
 from __future__ import annotations
 
 import json
-import logging
 import re
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from safetensors.torch import save_file
 from .config import GENERATION_DEFAULTS, PRESETS, SAMPLER_KEY, ConfigError, ModelConfig, get_preset
 from .sampling import SAMPLERS
 
-log = logging.getLogger("dgemma")
 
 CONFIG, WEIGHTS, INDEX, GENERATION = "config.json", "model.safetensors", "model.safetensors.index.json", \
     "generation_config.json"
@@ -44,6 +42,8 @@ def parse_dtype(dtype) -> torch.dtype:
 
 
 def to_reference_key(ours: str) -> str:
+    if ours.startswith("vision."):
+        return "model.encoder." + ours[len("vision."):]
     m = re.fullmatch(r"layers\.(\d+)\.encoder_layer_scalar", ours)
     if m:
         return f"model.encoder.language_model.layers.{m.group(1)}.layer_scalar"
@@ -52,6 +52,8 @@ def to_reference_key(ours: str) -> str:
 
 def from_reference_key(ref: str) -> str | None:
     """Our state-dict name for a reference key; None for tied copies we take from the decoder."""
+    if ref.startswith(VISION_PREFIXES):
+        return "vision." + ref[len("model.encoder."):]
     m = _ENCODER_SCALAR.match(ref)
     if m:
         return f"layers.{m.group(1)}.encoder_layer_scalar"
@@ -86,6 +88,23 @@ def _weight_files(directory: Path) -> list[Path]:
     if not single.exists():
         raise CheckpointError(f"{directory}: no {WEIGHTS} or {INDEX} found")
     return [single]
+
+
+def _open(file: Path):
+    try:
+        return safe_open(str(file), framework="pt", device="cpu")
+    except (SafetensorError, OSError, Exception) as e:  # header unreadable: truncated or not safetensors
+        raise CheckpointError(f"{file}: cannot read safetensors header ({e})") from None
+
+
+def _keys(file: Path) -> list[str]:
+    with _open(file) as handle:
+        return list(handle.keys())
+
+
+def has_vision_weights(directory: Path) -> bool:
+    """Whether a checkpoint directory holds a vision tower (only the safetensors headers are read)."""
+    return any(key.startswith(VISION_PREFIXES) for file in _weight_files(directory) for key in _keys(file))
 
 
 def _assign(model, name: str, tensor: torch.Tensor) -> None:
@@ -126,18 +145,14 @@ def load_model(model_cls, path_or_preset, dtype=torch.float32, device="cpu", see
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
     model = build_model(model_cls, config, dtype)
+    files = _weight_files(path)
+    if not has_vision_weights(path):
+        model.vision = None  # a text-only checkpoint (its config.json may still describe a tower)
     expected = dict(model.state_dict())
-    loaded, vision_skipped = set(), 0
-    for file in _weight_files(path):
-        try:
-            handle = safe_open(str(file), framework="pt", device="cpu")
-        except (SafetensorError, OSError, Exception) as e:  # header unreadable: truncated or not safetensors
-            raise CheckpointError(f"{file}: cannot read safetensors header ({e})") from None
-        with handle:
+    loaded = set()
+    for file in files:
+        with _open(file) as handle:
             for key in handle.keys():
-                if key.startswith(VISION_PREFIXES):
-                    vision_skipped += 1
-                    continue
                 try:
                     ours = from_reference_key(key)
                 except KeyError:
@@ -163,8 +178,6 @@ def load_model(model_cls, path_or_preset, dtype=torch.float32, device="cpu", see
     if missing:
         raise CheckpointError(f"{path}: missing key {to_reference_key(missing[0])}"
                               + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    if vision_skipped:
-        log.warning("%s: skipped %d vision-tower tensors (image input is not supported yet)", path, vision_skipped)
     model.reset_buffers()
     for name, buf in model.named_buffers():  # non-persistent buffers were rebuilt above; make sure all are real
         if buf.is_meta:

@@ -22,6 +22,13 @@ TINY_VISION_CONFIG = {
     "position_embedding_size": 64, "pooling_kernel_size": 3,
 }
 
+# The released tower's shape (issue #27: 27 layers of width 1152, 16-pixel patches, 3x3 pooling; the remaining sizes
+# are the SigLIP-So400m ones it shares). A checkpoint's own config.json always wins over this.
+RELEASED_VISION_CONFIG = {
+    "model_type": "gemma4_vision", "hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
+    "num_attention_heads": 16, "num_key_value_heads": 16, "head_dim": 72, "patch_size": 16,
+    "position_embedding_size": 10240, "pooling_kernel_size": 3, "standardize": True,
+}
 
 # The reference checkpoint's generation_config.json: every default of generation starts here (a checkpoint's own file
 # overrides it key by key).
@@ -68,7 +75,14 @@ class ModelConfig:
     pad_token_id: int = 0
     eos_token_id: int = 1
     bos_token_id: int = 2
-    vision_config: dict | None = None  # carried through untouched; the image path is not implemented
+    # the vision tower's reference config (dgemma.vision.VisionConfig reads it); None: a text-only model
+    vision_config: dict | None = None
+    image_token_id: int = 258_880  # the soft-token placeholder; begin/end-of-image tokens wrap each image's run
+    boi_token_id: int = 255_999
+    eoi_token_id: int = 258_882
+    # "vision" in the reference's text config: an image's tokens also see each other, whatever the causal order
+    # or the window (dgemma.vision's docstring); None: they are causal like text
+    bidirectional_images: bool = False
 
     def __post_init__(self):
         if not self.layer_types:
@@ -139,8 +153,9 @@ class ModelConfig:
         t = d.get("text_config")
         if not isinstance(t, dict):
             raise ConfigError("config has no text_config object")
-        if t.get("use_bidirectional_attention") == "all":
-            raise ConfigError("use_bidirectional_attention='all' (bidirectional encoder) is not supported")
+        if t.get("use_bidirectional_attention") not in (None, "vision"):
+            raise ConfigError(f"use_bidirectional_attention={t.get('use_bidirectional_attention')!r} is not "
+                              "supported (None or 'vision')")
         if t.get("attention_bias"):
             raise ConfigError("attention_bias=true is not part of the DiffusionGemma architecture")
         if t.get("hidden_activation", "gelu_pytorch_tanh") != "gelu_pytorch_tanh":
@@ -179,6 +194,9 @@ class ModelConfig:
             eos_token_id=eos[0] if isinstance(eos, list) else (eos if eos is not None else 1),
             bos_token_id=t.get("bos_token_id", 2) if t.get("bos_token_id") is not None else 2,
             vision_config=d.get("vision_config"),
+            image_token_id=d.get("image_token_id", 258_880), boi_token_id=d.get("boi_token_id", 255_999),
+            eoi_token_id=d.get("eoi_token_id", 258_882),
+            bidirectional_images=t.get("use_bidirectional_attention") == "vision",
         )
 
     def to_hf_dict(self) -> dict:
@@ -194,16 +212,17 @@ class ModelConfig:
             "bos_token_id": self.bos_token_id, "tie_word_embeddings": True,
             "rope_parameters": copy.deepcopy(self.rope_parameters), "attention_bias": False,
             "attention_dropout": 0.0, "sliding_window": self.sliding_window, "layer_types": list(self.layer_types),
-            "use_bidirectional_attention": None, "num_experts": self.num_experts,
-            "top_k_experts": self.top_k_experts, "moe_intermediate_size": self.moe_intermediate_size,
+            "use_bidirectional_attention": "vision" if self.bidirectional_images else None,
+            "num_experts": self.num_experts, "top_k_experts": self.top_k_experts,
+            "moe_intermediate_size": self.moe_intermediate_size,
             "per_layer_config": overrides,
         }
         return {
             "architectures": ["DiffusionGemmaForBlockDiffusion"], "model_type": "diffusion_gemma",
             "canvas_length": self.canvas_length, "text_config": text,
             "vision_config": copy.deepcopy(self.vision_config or TINY_VISION_CONFIG),
-            "tie_word_embeddings": True, "boi_token_id": 255_999, "eoi_token_id": 258_882,
-            "image_token_id": 258_880, "initializer_range": self.initializer_range,
+            "tie_word_embeddings": True, "boi_token_id": self.boi_token_id, "eoi_token_id": self.eoi_token_id,
+            "image_token_id": self.image_token_id, "initializer_range": self.initializer_range,
         }
 
     @classmethod
@@ -234,7 +253,7 @@ def _small(**kw) -> ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     # The released checkpoint's shapes (google/diffusiongemma-26B-A4B-it).
-    "diffusiongemma-26b-a4b": ModelConfig(),
+    "diffusiongemma-26b-a4b": ModelConfig(vision_config=RELEASED_VISION_CONFIG, bidirectional_images=True),
     # Test-sized: every architectural feature present, runs in milliseconds on a CPU.
     "tiny": _small(vocab_size=256, hidden_size=64, intermediate_size=96, num_layers=4, num_heads=4, num_kv_heads=2,
                    head_dim=16, global_head_dim=32, num_global_kv_heads=1, sliding_window=16,

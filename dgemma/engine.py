@@ -304,12 +304,14 @@ class Engine:
         V, dev = self.model.config.vocab_size, self.model.device
         return draw_per_row(generators, lambda g, n: torch.randint(0, V, (n, L), device=dev, generator=g))
 
-    def prefill(self, input_ids: torch.Tensor, cache, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def prefill(self, input_ids: torch.Tensor, cache, attention_mask: torch.Tensor | None = None,
+                images: tuple | None = None) -> torch.Tensor:
         """Encode a prompt into the cache; returns its hidden states. Compiled and unpadded: the first P mod L
         tokens eagerly, then canvas-sized chunks through the commit graph (causal attention makes the split
-        exact up to rounding), so prompts of any length share one graph."""
-        if self.static_encode is None or attention_mask is not None:
-            return self.model.encode(input_ids, cache, attention_mask)
+        exact up to rounding), so prompts of any length share one graph. With images, eagerly (`images` as in
+        `stream`)."""
+        if self.static_encode is None or attention_mask is not None or images is not None:
+            return self.model.encode(input_ids, cache, attention_mask, *(images or ()))
         L, P = self.model.config.canvas_length, input_ids.shape[1]
         head = P % L
         parts = [self.model.encode(input_ids[:, :head], cache)] if head else []
@@ -351,8 +353,8 @@ class Engine:
     @torch.no_grad()
     def stream(self, input_ids, cfg: GenerationConfig | None = None, *, seed: int | None = None,
                attention_mask=None, canvas: torch.Tensor | None = None, clamp: torch.Tensor | None = None,
-               constraints: Constraints | None = None,
-               cache=None) -> Iterator[StepEvent | CanvasEvent | GenerateOutput]:
+               constraints: Constraints | None = None, cache=None,
+               images: tuple | None = None) -> Iterator[StepEvent | CanvasEvent | GenerateOutput]:
         """Yield a StepEvent per denoising step, a CanvasEvent per committed canvas, and finally the output.
 
         `canvas` (B, L) and `clamp` (B, L) bool give a starting first canvas whose clamped positions are fixed
@@ -360,7 +362,8 @@ class Engine:
         restrict others to allowed token sets, canvas by canvas (structured output, dgemma.constraints); the
         positions they leave free in the first canvas start from `canvas` when both are given. A `cache` that
         already holds earlier turns is extended (multi-turn chat): `input_ids` are then only the new tokens; on
-        return it holds them and every committed canvas but the last."""
+        return it holds them and every committed canvas but the last. `images`: (soft tokens, mm_token_type_ids)
+        for the prompt's image tokens (`DiffusionGemma.prompt_images`), encoded with it in the prefill."""
         cfg = cfg or GenerationConfig()
         model = self.model
         input_ids, attention_mask = self.check_inputs(input_ids, attention_mask, cfg)
@@ -400,7 +403,7 @@ class Engine:
             constraints.validate(L, V)
         if self.step_graphs is not None:
             self.step_graphs.check_weights()
-        self.prefill(input_ids, cache, attention_mask)
+        self.prefill(input_ids, cache, attention_mask, images)
         for c in range(n_canvases):
             current = torch.randint(0, V, (B, L), device=dev, generator=gen)  # drawn even when a canvas is given
             fixed = allowed = None

@@ -20,8 +20,10 @@ from torch import nn
 
 from .cache import KVCache
 from .config import GENERATION_DEFAULTS, SLIDING, ModelConfig
+from .layers import RMSNorm, apply_rope, rms_norm
 from .moe import Experts
 from .sampling import tied_logits
+from .vision import ImageError, Vision, VisionConfig, place_images, prefill_pieces
 
 # kv_fn(layer, k, v) -> (keys, values, mask): how a layer's new keys/values meet the ones it attends to.
 KVFn = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
@@ -36,6 +38,7 @@ class PassPlan:
     positions: torch.Tensor  # (1 or B, n)
     tables: dict  # layer kind -> (cos, sin)
     masks: dict  # layer kind -> mask or None
+    wide: bool = False  # more new tokens than a ring keeps for them: sliding layers attend to [ring ; new keys]
 
 
 def keys_visible(anchor, keys, real, own, window: int | None) -> torch.Tensor:
@@ -46,25 +49,6 @@ def keys_visible(anchor, keys, real, own, window: int | None) -> torch.Tensor:
     if window is not None:
         seen = seen & (keys >= anchor - (window - 1))
     return seen | own
-
-
-def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
-    """x * (mean(x^2) + eps)^-1/2 * w, computed in float32 like the reference (weights start at 1)."""
-    xf = x.float()
-    y = xf * torch.pow(xf.pow(2).mean(-1, keepdim=True) + eps, -0.5)
-    if weight is not None:
-        y = y * weight.float()
-    return y.type_as(x)
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float, with_scale: bool = True):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim)) if with_scale else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(x, self.weight, self.eps)
 
 
 def rope_inv_freq(config: ModelConfig, kind: str) -> torch.Tensor:
@@ -87,12 +71,6 @@ def rope_tables(positions: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dt
     freqs = positions[..., None].float() * inv_freq
     emb = torch.cat((freqs, freqs), dim=-1)[:, :, None, :]
     return emb.cos().to(dtype), emb.sin().to(dtype)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
 
 
 class Attention(nn.Module):
@@ -222,6 +200,9 @@ class DiffusionGemma(nn.Module):
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_conditioning = SelfConditioning(config)
+        # the image path (dgemma.vision); the loader drops it for a checkpoint that holds no tower weights
+        self.vision = Vision(VisionConfig.from_hf_dict(config.vision_config), config.hidden_size) \
+            if config.vision_config else None
         self.kinds = sorted(set(config.layer_types))
         for kind in self.kinds:
             self.register_buffer(f"inv_freq_{kind}", rope_inv_freq(config, kind), persistent=False)
@@ -266,6 +247,8 @@ class DiffusionGemma(nn.Module):
         for layer in self.layers:
             layer.layer_scalar.fill_(1.0)
             layer.encoder_layer_scalar.fill_(1.0)
+        if self.vision is not None:
+            self.vision.vision_tower.reset_buffers(stored=True)
         self.reset_buffers()
 
     def reset_buffers(self) -> None:
@@ -273,6 +256,8 @@ class DiffusionGemma(nn.Module):
         device = self.embed_tokens.weight.device
         for kind in self.kinds:
             setattr(self, f"inv_freq_{kind}", rope_inv_freq(self.config, kind).to(device))
+        if self.vision is not None:
+            self.vision.vision_tower.reset_buffers()
         self._scale_cache.clear()
 
     def _apply(self, fn, recurse=True):
@@ -333,11 +318,20 @@ class DiffusionGemma(nn.Module):
         return self.norm(x)
 
     # --- attention: one mask rule, one pass for encoder and decoder ----------------------------------------
-    def attention_masks(self, cache: KVCache, start, n: int, causal: bool, end: int) -> dict:
+    def wide_pass(self, cache: KVCache, start, n: int, causal: bool) -> bool:
+        """Whether n new tokens outgrow what a sliding layer's ring keeps for them (a prompt piece holding a long
+        image, which cannot be split): they then attend to [the ring as it was ; their own keys]."""
+        return (causal and isinstance(start, int) and cache.ring < cache.max_length
+                and n > cache.ring - (self.config.sliding_window - 1))
+
+    def attention_masks(self, cache: KVCache, start, n: int, causal: bool, end: int,
+                        groups: torch.Tensor | None = None) -> dict:
         """Per layer kind, which keys each of n new tokens at positions start + [0, n) sees, once their keys are
         written: (B, 1, n, keys) for the encoder, (B, 1, 1, keys) for a canvas (one rule for all its positions).
-        The keys are a sliding layer's ring, or positions [0, end) of a global layer. `start` is an int, a 0-d
-        tensor (compiled passes) or one per row (B,) (the server's rows). None: every key is seen."""
+        The keys are a sliding layer's ring (with the new keys after it in a `wide_pass`), or positions
+        [0, end) of a global layer. `start` is an int, a 0-d tensor (compiled passes) or one per row (B,) (the
+        server's rows). `groups` (B, n): the new tokens' image ids (`vision.image_groups`, -1 for text); a token
+        also sees every key of its own image. None: every key is seen."""
         dev = cache.device
         # the common eager case: no padding and no keys beyond the new tokens, so global layers see them all
         sees_all = isinstance(start, int) and not cache.padded and (n == 1 or not causal) and end == start + n
@@ -347,6 +341,8 @@ class DiffusionGemma(nn.Module):
         for kind in self.kinds:
             if kind == SLIDING:
                 kp = cache.ring_positions(s + n)  # (., 1, ring) the position each slot holds, < 0 if none
+                if self.wide_pass(cache, start, n, causal):
+                    kp = torch.cat([cache.ring_positions(s), q.transpose(1, 2)], dim=-1)
                 real = cache.valid.gather(1, kp.clamp(min=0).flatten(1).expand(cache.batch_size, -1))[:, None]
                 real = real & (kp >= 0)
             elif sees_all:
@@ -356,24 +352,32 @@ class DiffusionGemma(nn.Module):
                 kp = torch.arange(end, device=dev)
                 real = cache.valid[:, None, :end]
             own = (kp == q) if causal else (kp >= s) & (kp < s + n)
+            if groups is not None:  # the keys' image ids: those of new tokens, -1 for every other key
+                rel = (kp - s).expand(groups.shape[0], 1, -1)
+                kg = groups[:, None].gather(2, rel.clamp(0, n - 1))
+                kg = torch.where((rel >= 0) & (rel < n), kg, -1)
+                own = own | ((groups[:, :, None] == kg) & (groups[:, :, None] >= 0))
             seen = keys_visible(q if causal else s, kp, real, own, self.config.sliding_window if kind == SLIDING
                                 else None)
             masks[kind] = seen[:, None]
         return masks
 
-    def plan(self, cache: KVCache, start, n: int, causal: bool, end: int | None = None) -> "PassPlan":
+    def plan(self, cache: KVCache, start, n: int, causal: bool, end: int | None = None,
+             groups: torch.Tensor | None = None) -> "PassPlan":
         """What a pass over n new tokens at positions start + [0, n) needs besides its inputs: the positions, their
         RoPE tables and the masks. The same for every denoising step of a canvas, so the engine makes it once
-        per canvas. `start` and `end` as in `_pass`."""
+        per canvas. `start` and `end` as in `_pass`, `groups` as in `attention_masks`."""
         if end is None:
             end = start + n if isinstance(start, int) else cache.max_length
         dev = cache.device
         positions = torch.as_tensor(start, device=dev).reshape(-1, 1) + torch.arange(n, device=dev)  # (1 or B, n)
         return PassPlan(start, n, end, positions, self.rope(positions),
-                        self.attention_masks(cache, start, n, causal, end))
+                        self.attention_masks(cache, start, n, causal, end, groups),
+                        self.wide_pass(cache, start, n, causal))
 
     def _pass(self, x: torch.Tensor, cache: KVCache, start, causal: bool, end: int | None = None,
-              plan: "PassPlan | None" = None, ends: tuple[int, ...] | None = None) -> torch.Tensor:
+              plan: "PassPlan | None" = None, ends: tuple[int, ...] | None = None,
+              groups: torch.Tensor | None = None) -> torch.Tensor:
         """The layers over (B, n, H) inputs at positions start + [0, n): their keys and values are written there
         (a sliding layer's slot is the position mod its ring), then each token attends to what `attention_masks`
         lets it see among its layer's ring or positions [0, end). `causal`: the encoder; else the decoder (the
@@ -381,13 +385,21 @@ class DiffusionGemma(nn.Module):
         defaults to start + n), a 0-d tensor or (B,) per-row starts (`end` defaults to the whole cache, so a
         compiled graph has one shape for every position). Masked-out slots add work but no change beyond
         rounding. Past `cache.length` the slots are scratch: the decoder's canvas keys live there for one pass."""
-        plan = plan or self.plan(cache, start, x.shape[1], causal, end)
+        plan = plan or self.plan(cache, start, x.shape[1], causal, end, groups)
         start, n, end, positions, masks = plan.start, plan.n, plan.end, plan.positions, plan.masks
         rows = torch.arange(cache.batch_size, device=x.device)[:, None] if positions.shape[0] > 1 else None
 
         def kv_fn(layer, k, v):
             sliding = self.config.is_sliding(layer)
             keys, values = cache.keys[layer], cache.values[layer]
+            mask = masks[self.config.layer_types[layer]]
+            if sliding and plan.wide:  # attend to [ring as it was ; new], then keep the newest `ring` in it
+                seen = torch.cat([keys, k], dim=2), torch.cat([values, v], dim=2)
+                tail = min(n, cache.ring)
+                slots = positions[0, n - tail:] % cache.ring
+                keys.index_copy_(2, slots, k[:, :, n - tail:])
+                values.index_copy_(2, slots, v[:, :, n - tail:])
+                return (*seen, mask)
             if isinstance(start, int) and not sliding:
                 keys[:, :, start:start + n], values[:, :, start:start + n] = k, v
             else:
@@ -399,31 +411,44 @@ class DiffusionGemma(nn.Module):
                     keys[rows, :, slots], values[rows, :, slots] = k.transpose(1, 2), v.transpose(1, 2)
             if not sliding:
                 keys, values = keys[:, :, :end], values[:, :, :end]
-            return keys, values, masks[self.config.layer_types[layer]]
+            return keys, values, mask
 
         return self.run_layers(x, positions, kv_fn, encoder=causal, tables=plan.tables, ends=ends)
 
     # --- encoder: causal, appends to the cache ------------------------------------------------------------
-    def encode(self, input_ids: torch.Tensor, cache: KVCache, attention_mask: torch.Tensor | None = None):
+    def encode(self, input_ids: torch.Tensor, cache: KVCache, attention_mask: torch.Tensor | None = None,
+               image_embeds: torch.Tensor | None = None, mm_token_type_ids: torch.Tensor | None = None):
         """Run the causal encoder over (B, n) new tokens, appending their keys/values to `cache`.
 
-        `attention_mask` (B, n) marks real tokens (left padding = 0). Returns the final-normed hidden states
-        (B, n, H); `model.logits` of them are the autoregressive next-token logits."""
+        `attention_mask` (B, n) marks real tokens (left padding = 0). `image_embeds` (N, H): `encode_images`
+        soft tokens for the N image-token positions of `input_ids`, row by row; `mm_token_type_ids` (B, n) marks
+        the images' tokens (1) as the reference's processor does (default: the image-token positions). Returns
+        the final-normed hidden states (B, n, H); `model.logits` of them are the next-token logits."""
         self._check_ids(input_ids, cache, "input_ids")
-        B, n = input_ids.shape
-        # Long prompts in chunks: each chunk's queries meet only the keys they may see (the window on sliding
+        x, groups = self.embed(input_ids), None
+        if image_embeds is not None:
+            x, groups = place_images(self.config, input_ids, x, image_embeds, mm_token_type_ids)
+        n = input_ids.shape[1]
+        # Long prompts in pieces: each piece's queries meet only the keys they may see (the window on sliding
         # layers, the causal prefix on global ones) instead of an (n, n) masked product, and no (n, n) mask.
-        # A ring (sliding layers) holds the window and one canvas: a chunk is at most a canvas long there.
+        # A ring (sliding layers) holds the window and one canvas: a piece is at most a canvas long there, or one
+        # whole image (a `wide_pass`), whose tokens must all be there together.
         chunk = self.prefill_chunk if self.prefill_chunk and not torch.is_grad_enabled() else n
         if cache.ring < cache.max_length:
             chunk = min(chunk, cache.ring - (self.config.sliding_window - 1))
-        if n > chunk:
-            cache.reserve(n, f"encoding {n} tokens")
-            return torch.cat([self.encode(input_ids[:, i:i + chunk], cache,
-                                          None if attention_mask is None else attention_mask[:, i:i + chunk])
-                              for i in range(0, n, chunk)], dim=1)
-        start = cache.append_slots(n, attention_mask)
-        return self._pass(self.embed(input_ids), cache, start, causal=True)
+        cache.reserve(n, f"encoding {n} tokens")
+        out = []
+        for a, b in prefill_pieces(n, chunk, groups):
+            start = cache.append_slots(b - a, None if attention_mask is None else attention_mask[:, a:b])
+            out.append(self._pass(x[:, a:b], cache, start, causal=True,
+                                  groups=None if groups is None else groups[:, a:b]))
+        return out[0] if len(out) == 1 else torch.cat(out, dim=1)
+
+    def encode_images(self, pixel_values: torch.Tensor, image_position_ids: torch.Tensor) -> torch.Tensor:
+        """`dgemma.vision.ImageProcessor` output -> soft tokens (N, H) in the text width, every image's in order."""
+        if self.vision is None:
+            raise ImageError("this checkpoint has no vision tower: it cannot take images")
+        return self.vision(pixel_values, image_position_ids)
 
     def encode_static(self, input_ids: torch.Tensor, cache: KVCache, start: torch.Tensor) -> torch.Tensor:
         """`encode` of (B, n) tokens without padding in one shape for every `start` (committing canvases in a
@@ -476,15 +501,19 @@ class DiffusionGemma(nn.Module):
                  sampler: str | None = None, tau: float | None = None, temperature: float | None = None,
                  top_k: int | None = None, top_p: float | None = None, canvas=None, clamp=None, constraints=None,
                  json_schema: dict | None = None, tokenizer=None, skip_finished_rows: bool = True,
-                 stream: bool = False, compile: bool = False):
+                 stream: bool = False, compile: bool = False, pixel_values=None, image_position_ids=None,
+                 mm_token_type_ids=None):
         """Block-diffusion generation (see dgemma.engine). Settings left at None come from the checkpoint's
         generation_config.json (`generation_defaults`). Returns `GenerateOutput` (sequences with the prompt,
         tokens_per_forward per row, steps per canvas), or with `stream=True` an iterator of step/canvas events
         ending with that output. `compile`: the decoder runs compiled (see `Engine`). `constraints`
         (dgemma.constraints.Constraints): clamped and restricted positions of the first canvases. `json_schema`:
         output valid against this schema (dgemma.json_schema; its layout sets the length), with `tokenizer` or the
-        one beside the checkpoint."""
+        one beside the checkpoint. `pixel_values`, `image_position_ids` (dgemma.vision.ImageProcessor) and
+        `mm_token_type_ids`: images in the prompt, one run of image tokens per image, as the reference takes them;
+        they feed only the prefill."""
         from .engine import Engine, GenerationConfig
+        images = self.prompt_images(input_ids, pixel_values, image_position_ids, mm_token_type_ids)
         if json_schema is not None:
             from .json_schema import plan
             if constraints is not None:
@@ -498,12 +527,26 @@ class DiffusionGemma(nn.Module):
             top_p=top_p, stability_threshold=stability_threshold, confidence_threshold=confidence_threshold,
             eos_token_id=eos_token_id, pad_token_id=pad_token_id, skip_finished_rows=skip_finished_rows)
         events = Engine(self, compile=compile).stream(input_ids, cfg, seed=seed, attention_mask=attention_mask,
-                                                      canvas=canvas, clamp=clamp, constraints=constraints)
+                                                      canvas=canvas, clamp=clamp, constraints=constraints,
+                                                      images=images)
         if stream:
             return events
         for event in events:
             pass
         return event
+
+    def prompt_images(self, input_ids, pixel_values, image_position_ids, mm_token_type_ids) -> tuple | None:
+        """(soft tokens, mm_token_type_ids) for `encode`, or None for a text prompt; ImageError when the prompt's
+        image tokens and the images do not go together."""
+        ids = torch.as_tensor(input_ids)
+        tokens = int((ids == self.config.image_token_id).sum())
+        if pixel_values is None:
+            if tokens and self.vision is not None:
+                raise ImageError(f"the prompt has {tokens} image tokens but no pixel_values were given")
+            return None
+        if image_position_ids is None:
+            raise ImageError("pixel_values need their image_position_ids (both come from the image processor)")
+        return self.encode_images(pixel_values, image_position_ids), mm_token_type_ids
 
     def tokenizer(self):
         """The tokenizer.json beside the checkpoint this model was loaded from."""

@@ -97,12 +97,12 @@ def quantize_(model, scheme: str = "int8"):
 
 
 def weight_stats(model) -> dict:
-    """The model's weight bytes (what its state dict holds: parameters and persistent buffers) and the share of
-    its weights (by element count) held quantized."""
+    """The model's weight bytes (what its state dict holds: parameters and persistent buffers, the vision tower's
+    included) and the share of its text weights (by element count) held quantized."""
     tensors = model.state_dict(keep_vars=True)
     scales = {f"{m}.{b}" for m, mod in model.named_modules() if isinstance(mod, (Int8Linear, Int8Experts))
               for b, _ in mod.named_buffers(recurse=False) if b.endswith("scale")}
     quantized = sum(t.numel() for t in tensors.values() if t.dtype == torch.int8)
-    total = sum(t.numel() for name, t in tensors.items() if name not in scales)
+    total = sum(t.numel() for name, t in tensors.items() if name not in scales and not name.startswith("vision."))
     return {"weight_bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
             "quantized_fraction": quantized / total}

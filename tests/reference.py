@@ -73,3 +73,36 @@ def decoder_logits(model, canvas, cache, sc_logits=None, cache_mask=None):
         dmask = torch.nn.functional.pad(cache_mask.bool(), (0, canvas.shape[1]), value=True)
     return model(past_key_values=cache, decoder_input_ids=canvas, self_conditioning_logits=sc_logits,
                  decoder_attention_mask=dmask).logits
+
+
+# a tower of two layers (GQA, clipped linears, standardised output) on 4-pixel patches, and image token ids inside
+# shape "a"'s vocabulary; the text config asks for the reference's bidirectional image attention
+VISION = dict(model_type="gemma4_vision", hidden_size=24, intermediate_size=40, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=2, head_dim=8, patch_size=4, pooling_kernel_size=3,
+              position_embedding_size=64, use_clipped_linears=True, standardize=True)
+IMAGE_IDS = dict(image_token_id=120, boi_token_id=121, eoi_token_id=122)
+
+
+def make_vision_reference(canvas_length: int = 8, seed: int = 0) -> DiffusionGemmaForBlockDiffusion:
+    """`make_reference("a")` with a perturbed vision tower: clip bounds that bind, a standardisation that is not
+    the identity, every weight away from its init."""
+    text = dict(SHAPES["a"], use_bidirectional_attention="vision")
+    cfg = DiffusionGemmaConfig(text_config=text, vision_config=dict(VISION), canvas_length=canvas_length,
+                               **IMAGE_IDS)
+    torch.manual_seed(seed)
+    model = DiffusionGemmaForBlockDiffusion(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.1)
+            else:
+                p.mul_(2.0)
+        tower = model.model.encoder.vision_tower
+        tower.std_bias.copy_(torch.randn_like(tower.std_bias) * 0.5)
+        tower.std_scale.copy_(1 + torch.rand_like(tower.std_scale))
+        for name, buf in tower.named_buffers():
+            if name.endswith(("input_min", "output_min")):
+                buf.fill_(-1.5)
+            elif name.endswith(("input_max", "output_max")):
+                buf.fill_(1.5)
+    return model

@@ -59,17 +59,22 @@ def test_sharded_and_bf16_checkpoints_load(saved, tmp_path):
     assert torch.equal(back.embed_tokens.weight, model.embed_tokens.weight.bfloat16().float())
 
 
-def test_vision_keys_are_skipped_with_one_warning(saved, tmp_path, caplog):
+def test_a_misshapen_or_partial_vision_tower_is_named(saved, tmp_path):
+    """A checkpoint without tower weights loads text-only (see test_vision for one with a tower); one with part of
+    a tower, or a tower of another shape than its config.json, fails naming the key."""
     _, path = saved
+    assert DiffusionGemma.from_pretrained(path).vision is None
     shutil.copytree(path, tmp_path / "v")
     tensors = load_file(str(tmp_path / "v" / "model.safetensors"))
-    tensors["model.encoder.vision_tower.encoder.layers.0.mlp.up_proj.linear.weight"] = torch.zeros(2, 2)
     tensors["model.encoder.embed_vision.embedding_projection.weight"] = torch.zeros(2, 2)
     save_file(tensors, str(tmp_path / "v" / "model.safetensors"))
-    with caplog.at_level("WARNING", logger="dgemma"):
+    with pytest.raises(CheckpointError, match=r"embed_vision.embedding_projection.weight has shape \(2, 2\) but "
+                                              r"config.json implies \(64, 16\)"):
         DiffusionGemma.from_pretrained(tmp_path / "v")
-    warnings = [r for r in caplog.records if "vision" in r.getMessage()]
-    assert len(warnings) == 1 and "skipped 2" in warnings[0].getMessage()
+    tensors["model.encoder.embed_vision.embedding_projection.weight"] = torch.zeros(64, 16)
+    save_file(tensors, str(tmp_path / "v" / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"missing key model.encoder.vision_tower\."):
+        DiffusionGemma.from_pretrained(tmp_path / "v")
 
 
 def corrupt(path, tmp_path, edit):
@@ -153,8 +158,12 @@ def test_released_shape_counts_from_meta_build():
     config = get_preset("diffusiongemma-26b-a4b")
     with torch.device("meta"):
         model = DiffusionGemma(config)
-    counted = sum(p.numel() for p in model.parameters())
+    counted = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("vision."))
     assert counted == config.num_parameters() == 25_250_986_752
+    vision = model.vision.vision_tower.cfg  # the released tower: 27 layers of 1152, about 0.57B with its embedder
+    tower = sum(p.numel() for p in model.vision.parameters())
+    assert tower == vision.num_parameters(config.hidden_size)
+    assert vision.num_layers == 27 and round(tower / 1e9, 2) == 0.57
     assert round(config.num_parameters(active=True) / 1e9, 2) == 3.84
     assert config.layer_types.count("full_attention") == 5 and config.layer_types[29] == "full_attention"
     attn = model.layers[5].self_attn
@@ -187,7 +196,7 @@ def test_presets_are_allocated_once_in_the_target_dtype():
         assert a.dtype == b.dtype and torch.equal(a, b), name
     big = DiffusionGemma.from_pretrained("diffusiongemma-26b-a4b", dtype=torch.bfloat16, device="meta")
     assert {p.dtype for p in big.parameters()} == {torch.bfloat16} and big.device.type == "meta"
-    assert sum(p.numel() for p in big.parameters()) == 25_250_986_752
+    assert sum(p.numel() for p in big.parameters()) == 25_250_986_752 + 572_792_112  # text + vision tower
 
 
 def test_info_command_prints_counts():

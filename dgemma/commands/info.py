@@ -45,6 +45,20 @@ def summary(config: ModelConfig) -> dict:
     }
 
 
+def vision_summary(config: ModelConfig, model: str) -> dict:
+    """The vision tower's shape and parameters (tower and embedder); none for a text-only checkpoint, whose
+    config.json may still describe a tower it does not hold."""
+    from ..checkpoint import has_vision_weights
+    from ..vision import VisionConfig
+    if config.vision_config is None or (Path(model).is_dir() and not has_vision_weights(Path(model))):
+        return {"vision_parameters": 0}
+    v = VisionConfig.from_hf_dict(config.vision_config)
+    n = v.num_parameters(config.hidden_size)
+    return {"vision_parameters": n, "vision_weight_bytes": {"bf16": 2 * n},
+            "vision": {"layers": v.num_layers, "hidden_size": v.hidden_size, "patch_size": v.patch_size,
+                       "pooling_kernel_size": v.pooling_kernel_size}}
+
+
 def quantized_weights(config: ModelConfig, scheme: str) -> dict:
     """{"scheme", "weight_bytes", "quantized_fraction"} of the model quantized from bf16, counted on the meta
     device (nothing is allocated)."""
@@ -58,7 +72,7 @@ def quantized_weights(config: ModelConfig, scheme: str) -> dict:
 
 def run(args) -> int:
     config, cached = load_config(args.model, args.revision)
-    info = summary(config)
+    info = {**summary(config), **vision_summary(config, args.model)}
     if cached is not None:
         info["hub_cache"] = cached
     if args.context is not None:
@@ -86,6 +100,13 @@ def run(args) -> int:
     print(f"parameters       {info['parameters']:,} total, {info['active_parameters']:,} active per token "
           f"({info['active_parameters'] / 1e9:.2f}e9)")
     print("weight memory    " + ", ".join(f"{k} {v:.2f} GiB" for k, v in gib.items()))
+    if info["vision_parameters"]:
+        v = info["vision"]
+        print(f"vision tower     {v['layers']} layers x {v['hidden_size']}, {v['patch_size']}-pixel patches pooled "
+              f"{v['pooling_kernel_size']}x{v['pooling_kernel_size']}: {info['vision_parameters']:,} parameters, "
+              f"{info['vision_weight_bytes']['bf16'] / 2**30:.2f} GiB in bf16 (not in the figures above)")
+    else:
+        print("vision tower     none (text only)")
     if cached is not None:
         state = ("all in the cache" if cached["weights_cached"] else
                  f"{len(cached['missing_weight_files'])} file(s) not in the cache, e.g. "

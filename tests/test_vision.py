@@ -1,0 +1,172 @@
+"""Image input against the reference (transformers 5.23 with its PIL image processor): the processor's patches,
+the tower's soft tokens, and generation with two images in the prompt."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dgemma import DiffusionGemma
+from dgemma.vision import ImageError, ImageProcessor, image_groups, image_prompt, prefill_pieces
+
+from .reference import IMAGE_IDS, VISION, load_reference, make_vision_reference
+
+from transformers.models.gemma4.image_processing_pil_gemma4 import Gemma4ImageProcessorPil  # noqa: E402
+
+
+def picture(width, height, mode="RGB", seed=0):
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
+    if mode == "RGBA":
+        return Image.fromarray(arr, "RGBA")
+    image = Image.fromarray(arr[..., :3], "RGB")
+    return image.convert(mode) if mode != "RGB" else image
+
+
+# odd aspect ratios, a strip whose short side rounds to zero, transparency, grey and palette images
+IMAGES = [(97, 211, "RGB"), (640, 37, "RGB"), (33, 33, "RGBA"), (150, 151, "L"), (301, 120, "P"), (20, 900, "RGB")]
+
+
+@pytest.mark.parametrize("patch, budget", [(16, 70), (16, 280), (4, 70)])
+def test_processor_matches_the_reference_pil_processor(patch, budget):
+    images = [picture(w, h, mode, seed=i) for i, (w, h, mode) in enumerate(IMAGES)]
+    ref = Gemma4ImageProcessorPil(patch_size=patch, max_soft_tokens=budget, pooling_kernel_size=3)
+    r = ref(images, return_tensors="pt")
+    o = ImageProcessor(patch, 3, budget)(images)
+    assert o["num_soft_tokens_per_image"] == list(r["num_soft_tokens_per_image"])
+    assert torch.equal(o["image_position_ids"], r["image_position_ids"].long())
+    assert o["pixel_values"].dtype == torch.float32 and torch.equal(o["pixel_values"], r["pixel_values"])
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ref-vision")
+    make_vision_reference(seed=2).save_pretrained(path)
+    return path
+
+
+def processed(sizes, budget=70):
+    return ImageProcessor(VISION["patch_size"], 3, budget)([picture(w, h, seed=i) for i, (w, h) in enumerate(sizes)])
+
+
+def test_soft_tokens_match_the_reference_in_float32(checkpoint):
+    """Within 1e-5: float32 rounding over two layers of width 24 is about 1e-6 at outputs of order 1, while a
+    wrong rotary axis, pooling block, clip or standardisation moves them by O(0.1)."""
+    ref, ours = load_reference(checkpoint, torch.float32), DiffusionGemma.from_pretrained(checkpoint)
+    inputs = processed([(50, 70), (90, 31)])
+    with torch.no_grad():
+        r = ref.model.encoder.get_image_features(inputs["pixel_values"], inputs["image_position_ids"]).pooler_output
+        o = ours.encode_images(inputs["pixel_values"], inputs["image_position_ids"])
+    assert o.shape == r.shape == (sum(inputs["num_soft_tokens_per_image"]), 32)
+    assert (o - r).abs().max().item() < 1e-5
+
+
+def prompt_with_images(counts, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    runs = image_prompt(counts, IMAGE_IDS["boi_token_id"], IMAGE_IDS["image_token_id"], IMAGE_IDS["eoi_token_id"])
+    text = lambda n: torch.randint(3, 110, (n,), generator=g).tolist()  # noqa: E731
+    ids = [2] + text(5) + runs[0] + text(3) + runs[1] + text(4)
+    ids = torch.tensor([ids])
+    return ids, (ids == IMAGE_IDS["image_token_id"]).long()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_generate_with_two_images_matches_the_reference_in_float64(checkpoint, seed):
+    """Two images of 63 and 56 soft tokens, each far longer than the sliding window (8) and than a ring's prefill
+    piece (8): the tokens are the reference generate's, which lets every image token see its whole image."""
+    ref = load_reference(checkpoint, torch.float64)
+    ours = DiffusionGemma.from_pretrained(checkpoint, dtype=torch.float64)
+    inputs = processed([(50, 70), (90, 31)])
+    assert inputs["num_soft_tokens_per_image"] == [63, 56]
+    ids, types = prompt_with_images(inputs["num_soft_tokens_per_image"], seed)
+    kw = dict(max_new_tokens=16, max_denoising_steps=4, eos_token_id=[127], pad_token_id=0)
+    torch.manual_seed(seed)
+    r = ref.generate(ids, pixel_values=inputs["pixel_values"].double(), image_position_ids=inputs["image_position_ids"],
+                     mm_token_type_ids=types, **kw)
+    o = ours.generate(ids, pixel_values=inputs["pixel_values"], image_position_ids=inputs["image_position_ids"],
+                      mm_token_type_ids=types, seed=seed, **kw)
+    assert torch.equal(r.sequences, o.sequences)
+    # without the types they are derived from the image token, the same here
+    o2 = ours.generate(ids, pixel_values=inputs["pixel_values"], image_position_ids=inputs["image_position_ids"],
+                       seed=seed, **kw)
+    assert torch.equal(o2.sequences, o.sequences)
+
+
+def test_the_image_block_changes_the_prefill(checkpoint):
+    """The mask is doing something: the same prompt with its images attended causally (as the reference's direct
+    forward does) gives other encoder outputs on the image tokens but the same on the text before them."""
+    ours = DiffusionGemma.from_pretrained(checkpoint, dtype=torch.float64)
+    inputs = processed([(50, 70), (90, 31)])
+    ids, _ = prompt_with_images(inputs["num_soft_tokens_per_image"])
+    soft = ours.encode_images(inputs["pixel_values"], inputs["image_position_ids"])
+    with torch.no_grad():
+        block = ours.encode(ids, ours.new_cache(1, ids.shape[1]), image_embeds=soft)
+        ours.config.bidirectional_images = False
+        causal = ours.encode(ids, ours.new_cache(1, ids.shape[1]), image_embeds=soft)
+    ours.config.bidirectional_images = True
+    first = int((ids[0] == IMAGE_IDS["image_token_id"]).nonzero()[0])
+    assert torch.allclose(block[:, :first], causal[:, :first], atol=1e-12)
+    assert (block[:, first:first + 50] - causal[:, first:first + 50]).abs().max() > 1e-3
+
+
+def test_prefill_pieces_never_split_an_image():
+    groups = image_groups(torch.tensor([[0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 0]], dtype=torch.bool))
+    assert groups.tolist() == [[-1, -1, 0, 0, 0, 0, 0, -1, -1, -1, 1, 1, -1]]
+    assert prefill_pieces(13, 3, groups) == [(0, 2), (2, 7), (7, 10), (10, 13)]
+    assert prefill_pieces(13, 4, None) == [(0, 4), (4, 8), (8, 12), (12, 13)]
+
+
+def test_bad_image_input_gets_one_line_errors(checkpoint, tmp_path):
+    ours = DiffusionGemma.from_pretrained(checkpoint)
+    inputs = processed([(50, 70)])
+    ids, _ = prompt_with_images([63, 10])
+    with pytest.raises(ImageError, match="73 image tokens but the images give 63"):
+        ours.generate(ids, max_new_tokens=8, **inputs_of(inputs))
+    with pytest.raises(ImageError, match="no pixel_values"):
+        ours.generate(ids, max_new_tokens=8)
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("hello")
+    with pytest.raises(ImageError, match="notes.png: not an image"):
+        ImageProcessor()(str(not_image))
+    with pytest.raises(ImageError, match="max_soft_tokens must be one of 70, 140, 280, 560, 1120"):
+        ImageProcessor(max_soft_tokens=100)
+    big = io.BytesIO()
+    Image.new("L", (9000, 6000)).save(big, format="PNG")
+    with pytest.raises(ImageError, match="above the cap"):
+        ImageProcessor()(big.getvalue())
+    text_only = DiffusionGemma.from_pretrained("tiny")
+    with pytest.raises(ImageError, match="no vision tower"):
+        text_only.generate(torch.tensor([[2, 5]]), max_new_tokens=8, **inputs_of(inputs))
+
+
+def inputs_of(processed_inputs):
+    return {k: processed_inputs[k] for k in ("pixel_values", "image_position_ids")}
+
+
+def test_a_tower_saved_by_dgemma_loads_in_the_reference(checkpoint, tmp_path):
+    """Our save keeps the tower under the reference's keys, buffers included: the reference reads it back and
+    computes our soft tokens."""
+    ours = DiffusionGemma.from_pretrained(checkpoint)
+    ours.save_pretrained(tmp_path / "saved")
+    ref = load_reference(tmp_path / "saved", torch.float32)
+    inputs = processed([(64, 40)])
+    with torch.no_grad():
+        r = ref.model.encoder.get_image_features(inputs["pixel_values"], inputs["image_position_ids"]).pooler_output
+        o = ours.encode_images(inputs["pixel_values"], inputs["image_position_ids"])
+    assert torch.equal(DiffusionGemma.from_pretrained(tmp_path / "saved").vision.vision_tower.std_scale,
+                       ours.vision.vision_tower.std_scale)
+    assert (o - r).abs().max().item() < 1e-5
+
+
+def test_info_counts_the_tower(checkpoint):
+    """`dgemma info --json`, from config.json and the weights' headers alone, counts what the loaded tower holds."""
+    import json
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "dgemma.cli", "info", str(checkpoint), "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    info, ours = json.loads(out), DiffusionGemma.from_pretrained(checkpoint)
+    assert info["vision_parameters"] == sum(p.numel() for p in ours.vision.parameters()) > 0
+    assert info["vision"]["layers"] == 2 and info["vision_weight_bytes"]["bf16"] == 2 * info["vision_parameters"]
