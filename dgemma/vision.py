@@ -419,3 +419,37 @@ def check_budget(max_soft_tokens: int) -> int:
 def image_prompt(counts: list[int], boi: int, image: int, eoi: int) -> list[list[int]]:
     """Each image's token run: begin-of-image, one image token per soft token, end-of-image."""
     return [[boi] + [image] * n + [eoi] for n in counts]
+
+
+IMAGE_MARKER = "<|image|>"  # where a chat template puts an image (dgemma.chat_format.MEDIA)
+
+
+def encode_with_images(tokenizer, text: str, runs: list[list[int]]) -> list[int]:
+    """Token ids of `text` with each image marker replaced by its image's run, in order, as the reference's
+    processor expands the marker in the text before tokenizing."""
+    parts = text.split(IMAGE_MARKER)
+    if len(parts) - 1 != len(runs):
+        raise ImageError(f"the prompt has {len(parts) - 1} image markers but {len(runs)} images were given")
+    ids = tokenizer.encode(parts[0])
+    for run, part in zip(runs, parts[1:]):
+        ids += run + tokenizer.encode(part)
+    return ids
+
+
+@dataclass
+class PromptImages:
+    """Images read for a prompt: each one's token run and the soft tokens of all of them."""
+    runs: list[list[int]]
+    soft: torch.Tensor  # (sum of the runs' image tokens, text hidden)
+
+    @classmethod
+    def read(cls, model, sources, max_soft_tokens: int = 280) -> "PromptImages":
+        """Open, process and encode `sources` (paths, bytes or PIL images) for `model` (a DiffusionGemma)."""
+        if model.vision is None:
+            raise ImageError("this checkpoint has no vision tower: it cannot take images")
+        inputs = ImageProcessor.for_config(model.vision.cfg, max_soft_tokens)(list(sources))
+        c = model.config
+        runs = image_prompt(inputs["num_soft_tokens_per_image"], c.boi_token_id, c.image_token_id, c.eoi_token_id)
+        with torch.no_grad():
+            soft = model.encode_images(inputs["pixel_values"], inputs["image_position_ids"])
+        return cls(runs, soft)

@@ -170,3 +170,83 @@ def test_info_counts_the_tower(checkpoint):
     info, ours = json.loads(out), DiffusionGemma.from_pretrained(checkpoint)
     assert info["vision_parameters"] == sum(p.numel() for p in ours.vision.parameters()) > 0
     assert info["vision"]["layers"] == 2 and info["vision_weight_bytes"]["bf16"] == 2 * info["vision_parameters"]
+
+
+# --- the commands ---------------------------------------------------------------------------------------------
+BUNDLED = __import__("pathlib").Path(__file__).resolve().parent.parent / "dgemma" / "assets" / "code"
+
+
+@pytest.fixture(scope="module")
+def vision_ckpt(tmp_path_factory):
+    """A random model over the bundled tokenizer with a tower; the three image ids sit just past the tokenizer's."""
+    import shutil
+
+    from dgemma.config import get_preset
+    from dgemma.tokenizer import Tokenizer
+    n = Tokenizer.from_dir(BUNDLED).vocab_size
+    cfg = get_preset("tiny").replace(vocab_size=n + 3, canvas_length=16, max_position_embeddings=1024,
+                                     vision_config=dict(VISION), image_token_id=n, boi_token_id=n + 1,
+                                     eoi_token_id=n + 2, bidirectional_images=True)
+    model = DiffusionGemma(cfg)
+    model.init_weights(torch.Generator().manual_seed(0))
+    path = tmp_path_factory.mktemp("vision-cli")
+    model.save_pretrained(path)
+    shutil.copy(BUNDLED / "tokenizer.json", path / "tokenizer.json")
+    for i, size in enumerate([(50, 70), (90, 31)]):
+        picture(*size, seed=i).save(path / f"img{i}.png")
+    return path
+
+
+def test_generate_image_flag_is_the_python_api(vision_ckpt, capsys):
+    """`dgemma generate PROMPT --image A --image B` gives what model.generate gives for the same ids and pixels,
+    and each image takes its run of soft tokens in the prompt."""
+    import json
+
+    from dgemma.cli import main
+    from dgemma.tokenizer import Tokenizer
+    files = [str(vision_ckpt / "img0.png"), str(vision_ckpt / "img1.png")]
+    argv = ["generate", "What is this?", "--model", str(vision_ckpt), "--image", files[0], "--image", files[1],
+            "--max-soft-tokens", "70", "--max-new-tokens", "16", "--steps", "3", "--seed", "5", "--json"]
+    assert main(argv) == 0
+    record = json.loads(capsys.readouterr().out)
+    model, tok = DiffusionGemma.from_pretrained(vision_ckpt), Tokenizer.from_dir(vision_ckpt)
+    inputs = ImageProcessor(VISION["patch_size"], 3, 70)(files)
+    c = model.config
+    runs = image_prompt(inputs["num_soft_tokens_per_image"], c.boi_token_id, c.image_token_id, c.eoi_token_id)
+    text = tok.encode("What is this?")
+    ids = torch.tensor([[tok.bos_id] + runs[0] + runs[1] + text])
+    assert record["prompt_tokens"] == ids.shape[1] == 1 + 63 + 56 + 4 + len(text)
+    cfg_kw = dict(max_new_tokens=16, max_denoising_steps=3, eos_token_id=sorted(set(tok.stop_ids)), seed=5,
+                  pad_token_id=tok.pad_id)
+    out = model.generate(ids, **inputs_of(inputs), **cfg_kw)
+    new = out.sequences[0, ids.shape[1]:].tolist()
+    assert tok.decode(new[:record["generated_tokens"]]) == record["text"]
+
+
+def test_image_flag_errors_are_one_line(vision_ckpt, tmp_path, capsys):
+    from dgemma.cli import main
+    (tmp_path / "x.png").write_text("not a picture")
+    for argv, message in [
+        (["--model", str(vision_ckpt), "--image", str(tmp_path / "x.png")], "x.png: not an image"),
+        (["--model", str(vision_ckpt), "--image", str(tmp_path / "missing.png")], "missing.png: file not found"),
+        (["--image", str(vision_ckpt / "img0.png")], "has no vision tower"),
+    ]:
+        assert main(["generate", "hi", "--quiet", "--max-new-tokens", "16"] + argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+
+
+def test_chat_with_an_image_reuses_the_cache_without_changing_a_token(vision_ckpt):
+    """The image goes with the first message; later turns find it in the cache (not encoded again) and reply as
+    a conversation encoded afresh every turn does."""
+    from dgemma.commands.chat import Conversation
+    from dgemma.engine import GenerationConfig
+    from dgemma.tokenizer import Tokenizer
+    from dgemma.vision import PromptImages
+    model, tok = DiffusionGemma.from_pretrained(vision_ckpt).eval(), Tokenizer.from_dir(vision_ckpt)
+    images = PromptImages.read(model, [vision_ckpt / "img0.png"], 70)
+    cfg = GenerationConfig(max_new_tokens=16, max_denoising_steps=3, eos_token_id=(1, 106, 50))
+    chats = [Conversation(model, tok, cfg, 1024, seed=3, reuse=r, images=images) for r in (True, False)]
+    replies = [[chat.say(turn).content for turn in ("what is it?", "and then?")] for chat in chats]
+    assert replies[0] == replies[1] and chats[0].reused > 63 and chats[1].reused == 0
+    assert chats[0].seen.count(model.config.image_token_id) == 63

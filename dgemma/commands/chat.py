@@ -10,8 +10,8 @@ from pathlib import Path
 from ..cache import CacheFullError
 from ..chat_format import Reply, parse_reply
 from ..engine import Engine
-from .generate import (CommandError, LiveView, add_model_args, add_sampling_args, check_context,
-                       generation_config, load, run_generation)
+from .generate import (CommandError, LiveView, add_image_args, add_model_args, add_sampling_args, check_context,
+                       generation_config, load, read_images, run_generation)
 
 
 class Conversation:
@@ -22,14 +22,14 @@ class Conversation:
     started afresh when not, so a turn's tokens never depend on whether the cache was reused."""
 
     def __init__(self, model, tokenizer, cfg, context: int, system: str | None = None, seed: int | None = None,
-                 tools: list | None = None, think: bool = False, reuse: bool = True):
+                 tools: list | None = None, think: bool = False, reuse: bool = True, images=None):
         if not tokenizer.has_chat_template:
             raise CommandError("this checkpoint's tokenizer has no chat template and no Gemma 4 turn tokens "
                                "(<|turn>, <turn|>); use `dgemma generate` instead")
         self.model, self.tok, self.cfg, self.seed = model, tokenizer, cfg, seed
         self.tools, self.think, self.reuse, self.context = tools, think, reuse, context
         self.engine = Engine(model)
-        self.system = system
+        self.system, self.images = system, images  # images (vision.PromptImages): shown with the first message
         self.reset()
 
     def reset(self) -> None:
@@ -40,7 +40,12 @@ class Conversation:
     def say(self, user: str, view: LiveView | None = None) -> Reply:
         if not user.strip():
             raise CommandError("empty message")
-        self.messages.append({"role": "user", "content": user})
+        first = not any(m["role"] == "user" for m in self.messages)
+        if first and self.images is not None:
+            self.messages.append({"role": "user", "content": [{"type": "image"}] * len(self.images.runs)
+                                  + [{"type": "text", "text": user}]})
+        else:
+            self.messages.append({"role": "user", "content": user})
         return self._respond(view)
 
     def answer(self, results: list[tuple[str, str]], view: LiveView | None = None) -> Reply:
@@ -49,15 +54,24 @@ class Conversation:
         return self._respond(view)
 
     def _respond(self, view) -> Reply:
-        ids = self.tok.apply_chat_template(self.messages, True, self.tools, self.think)
+        images = None
+        if self.images is None:
+            ids = self.tok.apply_chat_template(self.messages, True, self.tools, self.think)
+        else:
+            from ..vision import encode_with_images
+            ids = encode_with_images(self.tok, self.tok.render_chat(self.messages, True, self.tools, self.think),
+                                     self.images.runs)
         if not (self.reuse and ids[:len(self.seen)] == self.seen and self.cache.length == len(self.seen)):
             self.cache, self.seen = self.model.new_cache(1, self.context), []
         new = ids[len(self.seen):]
         self.reused = len(self.seen)
         check_context(self.model, len(ids), self.cfg.max_new_tokens)
         seed = None if self.seed is None else self.seed + self.turns
+        if self.images is not None and self.model.config.image_token_id in new:  # not yet in the cache
+            images = (self.images.soft, None)
         try:
-            out, new_ids, _ = run_generation(self.engine, new, self.cfg, seed, self.tok, view, cache=self.cache)
+            out, new_ids, _ = run_generation(self.engine, new, self.cfg, seed, self.tok, view, cache=self.cache,
+                                             images=images)
         except CacheFullError:
             raise CommandError(f"the conversation no longer fits the {self.cache.max_length}-token context; "
                                "/reset it (or raise --context)") from None
@@ -106,7 +120,8 @@ def run(args) -> int:
     model, tok = load(args)
     cfg = generation_config(args, model, tok)
     context = min(args.context, model.config.max_position_embeddings)
-    chat = Conversation(model, tok, cfg, context, args.system, args.seed, read_tools(args.tools), args.think)
+    chat = Conversation(model, tok, cfg, context, args.system, args.seed, read_tools(args.tools), args.think,
+                        images=read_images(args, model))
     interactive = sys.stdin.isatty()
     while True:
         if interactive:
@@ -154,4 +169,5 @@ def register(sub) -> None:
                    "from the next input line")
     p.add_argument("--context", type=int, default=4096, help="KV cache size in tokens (default 4096)")
     p.add_argument("--quiet", action="store_true", help="no live denoising view, only the replies")
+    add_image_args(p)
     p.set_defaults(func=run)

@@ -17,6 +17,7 @@ from ..engine import CanvasEvent, Engine, GenerateOutput, GenerationConfig, Step
 from ..model import DiffusionGemma
 from ..quantize import SCHEMES
 from ..sampling import SAMPLERS
+from ..vision import SOFT_TOKEN_BUDGETS
 
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "code"
 
@@ -90,6 +91,34 @@ def load(args):
         raise CommandError(f"{directory}: tokenizer has {tokenizer.vocab_size} tokens but the model only "
                            f"{model.config.vocab_size}")
     return model.eval(), tokenizer
+
+
+def add_image_args(p) -> None:
+    p.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="an image for the model to read (repeatable, kept in order): before the prompt's text in "
+                   "generate, with the first message in chat; needs a checkpoint with a vision tower")
+    p.add_argument("--max-soft-tokens", type=int, choices=SOFT_TOKEN_BUDGETS, default=280,
+                   help="soft tokens per image (default 280): more show finer detail and cost a longer prefill")
+
+
+def read_images(args, model: DiffusionGemma):
+    """--image files as `vision.PromptImages`, or None without any."""
+    if not args.image:
+        return None
+    from ..vision import PromptImages
+    if model.vision is None:
+        raise CommandError(f"{args.model or BUNDLED_MODEL} has no vision tower: --image needs a checkpoint with one")
+    return PromptImages.read(model, args.image, args.max_soft_tokens)
+
+
+def with_images(args, model: DiffusionGemma, ids: list[int]) -> tuple[list[int], tuple | None]:
+    """The prompt ids with each --image's token run after the BOS token, and the engine's `images` (None
+    without images)."""
+    images = read_images(args, model)
+    if images is None:
+        return ids, None
+    ids = ids[:1] + [t for run in images.runs for t in run] + ids[1:]
+    return ids, (images.soft, None)
 
 
 def generation_config(args, model: DiffusionGemma, tokenizer) -> GenerationConfig:
@@ -194,13 +223,15 @@ def run_generate(args) -> int:
     if args.tries < 1:
         raise CommandError(f"--tries must be at least 1, got {args.tries}")
     if args.format:
+        if args.image:
+            raise CommandError("--image cannot be combined with --format yet")
         return run_markup(args)
     if args.json_schema and args.tries > 1:
         raise CommandError("--tries checks that the text parses as Python; with --json-schema it is always valid JSON")
     schema = read_schema(args.json_schema) if args.json_schema else None
     model, tok = load(args)
     cfg = generation_config(args, model, tok)
-    ids = tok.encode(args.prompt, add_bos=True)
+    ids, images = with_images(args, model, tok.encode(args.prompt, add_bos=True))
     constraints = None
     if schema is not None:
         from ..json_schema import SchemaError, plan
@@ -217,7 +248,8 @@ def run_generate(args) -> int:
     for attempt in range(args.tries):
         if view:
             print(f"\x1b[1m{args.prompt}\x1b[0m", end="", flush=True)
-        out, new_ids, seconds = run_generation(engine, ids, cfg, base + attempt, tok, view, constraints=constraints)
+        out, new_ids, seconds = run_generation(engine, ids, cfg, base + attempt, tok, view, constraints=constraints,
+                                               images=images)
         text = tok.decode(new_ids)
         if schema is not None:  # valid by construction; printed without the slots' filler whitespace
             text = json.dumps(json.loads(text), ensure_ascii=False)
@@ -386,6 +418,7 @@ def register(sub) -> None:
                    "re-denoised from the first error, and at worst cut there with its open elements closed")
     p.add_argument("--repair-rounds", type=int, default=3,
                    help="with --format: how many times to re-denoise from the first error (default 3)")
+    add_image_args(p)
     add_model_args(p)
     add_sampling_args(p)
     add_output_args(p)
