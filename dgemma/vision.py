@@ -218,7 +218,8 @@ class VisionTower(nn.Module):
         padding = (positions == -1).all(-1)  # (B, M)
         x = self.patch_embedder(pixel_values, positions, padding)
         cos, sin = self.rope(positions, x.dtype)
-        mask = (~padding)[:, None, None, :]  # every patch sees every real patch of its image
+        # every patch sees every real patch of its image; without padding no mask, so the fused kernel can run
+        mask = (~padding)[:, None, None, :] if bool(padding.any()) else None
         for layer in self.encoder["layers"]:
             x = layer(x, cos, sin, mask)
         # average each k x k block of patches into one soft token, in float32 as the reference does
@@ -445,7 +446,7 @@ class PromptImages:
     @classmethod
     def read(cls, model, sources, max_soft_tokens: int = 280) -> "PromptImages":
         """Open, process and encode `sources` (paths, bytes or PIL images) for `model` (a DiffusionGemma)."""
-        if model.vision is None:
+        if getattr(model, "vision", None) is None:
             raise ImageError("this checkpoint has no vision tower: it cannot take images")
         inputs = ImageProcessor.for_config(model.vision.cfg, max_soft_tokens)(list(sources))
         c = model.config

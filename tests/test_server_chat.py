@@ -24,7 +24,7 @@ THOUGHT_TEXT = "<|channel>thought\nThe user wants weather.<channel|>It is sunny 
 class CannedEngine:
     """Replays `text`'s tokens as `piece`-token events and records the prompts it was given; a request's clamped
     head comes first, as the batcher commits it."""
-    alive, error, L, context_length, max_batch = True, None, 16, 4096, 4
+    alive, error, L, context_length, max_batch, model = True, None, 16, 4096, 4, None  # no model: text only
 
     def __init__(self, tok, text: str, piece: int = 16):
         self.tok, self.text, self.piece, self.prompts, self.heads = tok, text, piece, [], []
@@ -157,3 +157,13 @@ def test_reply_stream_holds_partial_markers():
     assert s.feed("_call>call:f{") is None and s.feed("}<tool_call|>") is None
     deltas, reason = s.finish()
     assert reason == "tool_calls" and deltas[-1]["tool_calls"][0]["function"]["name"] == "f"
+
+
+def test_images_for_a_checkpoint_without_a_tower_are_a_400(serve):
+    client, engine = serve("It is a cat.<turn|>")
+    part = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    r = chat(client, messages=[{"role": "user", "content": [part, {"type": "text", "text": "What?"}]}])
+    assert r.status_code == 400 and "no vision tower" in r.json()["error"]["message"], r.text
+    r = chat(client, messages=[{"role": "assistant", "content": [part]}, *USER])
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages.0.content", r.text
+    assert not engine.prompts  # nothing reached the engine

@@ -250,3 +250,48 @@ def test_chat_with_an_image_reuses_the_cache_without_changing_a_token(vision_ckp
     replies = [[chat.say(turn).content for turn in ("what is it?", "and then?")] for chat in chats]
     assert replies[0] == replies[1] and chats[0].reused > 63 and chats[1].reused == 0
     assert chats[0].seen.count(model.config.image_token_id) == 63
+
+
+def test_server_takes_image_url_parts_and_refuses_bad_ones_with_400(vision_ckpt, tmp_path):
+    """A data: URL and the same file named inside --image-dir give the same reply (same seed), with the image's
+    63 soft tokens in the prompt; remote URLs, paths outside the directory, bad base64, non-images and bad
+    budgets are 400s naming their parameter, and the server goes on serving."""
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from dgemma.serving.app import ServerState, create_app
+    state = ServerState(str(vision_ckpt), model_name="v", image_dir=str(vision_ckpt))
+    state.load()
+    client = TestClient(create_app(state))
+    png = (vision_ckpt / "img0.png").read_bytes()
+
+    def ask(url, **extra):
+        content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What is it?"}]
+        return client.post("/v1/chat/completions", json={
+            "model": "v", "messages": [{"role": "user", "content": content}], "max_tokens": 16, "seed": 1,
+            "denoising_steps": 3, "max_soft_tokens": 70, **extra})
+
+    try:
+        a = ask("data:image/png;base64," + base64.b64encode(png).decode())
+        b = ask(str(vision_ckpt / "img0.png"))
+        assert a.status_code == b.status_code == 200, a.text
+        assert a.json()["choices"][0]["message"] == b.json()["choices"][0]["message"]
+        text_only = client.post("/v1/chat/completions", json={
+            "model": "v", "messages": [{"role": "user", "content": "What is it?"}], "max_tokens": 16})
+        assert a.json()["usage"]["prompt_tokens"] == text_only.json()["usage"]["prompt_tokens"] + 63 + 2  # boi, eoi
+        (tmp_path / "elsewhere.png").write_bytes(png)
+        for url, extra, param, message in [
+            ("https://example.com/cat.png", {}, "messages.0.content.0.image_url", "remote image URLs"),
+            (str(tmp_path / "elsewhere.png"), {}, "messages.0.content.0.image_url", "outside the server's"),
+            ("data:image/png;base64,@@@", {}, "messages.0.content.0.image_url", "not valid base64"),
+            ("data:image/png;base64," + base64.b64encode(b"plain text").decode(), {}, "messages", "not an image"),
+            (str(vision_ckpt / "img0.png"), {"max_soft_tokens": 100}, "max_soft_tokens", "must be one of"),
+        ]:
+            r = ask(url, **extra)
+            assert r.status_code == 400, (url, r.text)
+            err = r.json()["error"]
+            assert err["param"] == param and message in err["message"], err
+        assert ask(str(vision_ckpt / "img0.png")).json()["choices"][0]["message"] == a.json()["choices"][0]["message"]
+    finally:
+        state.engine.shutdown()

@@ -29,13 +29,15 @@ def run(args) -> int:
         raise FileNotFoundError(f"{path}: no config.json (the bundled model may not be installed; pass --model DIR)")
     if args.max_batch < 1 or args.max_queue < 0 or args.prefix_cache < 0:
         raise ValueError("--max-batch must be >= 1, --max-queue and --prefix-cache >= 0")
+    if args.image_dir is not None and not Path(args.image_dir).is_dir():
+        raise ValueError(f"--image-dir {args.image_dir}: not a directory")
     if args.request_timeout is not None and args.request_timeout <= 0 or args.drain_timeout < 0:
         raise ValueError("--request-timeout must be > 0 and --drain-timeout >= 0")
     state = ServerState(model, model_name=name, max_batch=args.max_batch, max_queue=args.max_queue,
                         context_length=args.context_length, lock_after=args.lock_after, api_key=args.api_key,
                         prefix_cache=args.prefix_cache,
                         dtype=args.dtype, startup_delay=args.startup_delay, device=args.device, compile=args.compile,
-                        quantize=args.quantize,
+                        quantize=args.quantize, image_dir=args.image_dir,
                         request_timeout=args.request_timeout, exit_on_load_error=args.exit_on_load_error)
     config = uvicorn.Config(create_app(state), host=args.host, port=args.port, log_level=args.log_level,
                             timeout_graceful_shutdown=2)
@@ -111,6 +113,9 @@ def register(sub) -> None:
                    help="quantize the weights once loaded: int8 (weight-only, per output channel; default: off)")
     p.add_argument("--compile", action="store_true", help="run the engine's compiled step (torch.compile; the first "
                    "requests of each batch size pay for compiling)")
+    p.add_argument("--image-dir", default=None, metavar="DIR",
+                   help="let image_url parts name local files inside DIR (default: only data: URLs; remote URLs are "
+                   "never fetched)")
     p.add_argument("--request-timeout", type=float, default=None,
                    help="seconds a request may take from submission; past it the request ends with a 408 and its row "
                    "is freed (a request's own `timeout` field overrides it) (default: no limit)")

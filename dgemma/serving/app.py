@@ -42,9 +42,10 @@ class ServerState:
                  prefix_cache: int = 4,
                  dtype: str = "float32", startup_delay: float = 0.0, device: str | None = None,
                  compile: bool = False, request_timeout: float | None = None, exit_on_load_error: bool = False,
-                 quantize: str | None = None):
+                 quantize: str | None = None, image_dir: str | None = None):
         self.model_dir, self.api_key, self.request_timeout = model_dir, api_key, request_timeout
         self.exit_on_load_error = exit_on_load_error
+        self.image_dir = Path(image_dir) if image_dir else None  # where image_url parts may name local files
         self.draining = False  # SIGTERM: no new requests; running ones finish (see dgemma.serving.run)
         self.active: set = set()  # the HTTP side's requests in the engine, for cancelling them at shutdown
         self.model_name = model_name or Path(model_dir).name or str(model_dir)
@@ -264,13 +265,13 @@ def create_app(state: ServerState) -> FastAPI:
 
     def run(http: HttpRequest, prompt: list[int], params: SamplingParams, stops: list[str],
             suffix: list[int] | None = None, raw: bool = False, timeout: float | None = None,
-            head: list[int] | None = None, constraints=None):
+            head: list[int] | None = None, constraints=None, images: tuple | None = None):
         """Submit a request now (so a full queue is a 503 even for streams) and return an async generator of
         ("text", delta), ("draft", payload), finally ("done", info). `raw`: special tokens stay in the text
         (the chat reply parser reads thoughts and tool calls from them). `timeout`: seconds from now (default: the
         server's --request-timeout) after which the request ends with a 408 and its row is freed. `head`: tokens
         clamped at the start of the reply's first canvas (a forced tool call), part of the reply. `constraints`:
-        structured output (`structured_output`)."""
+        structured output (`structured_output`). `images`: the prompt's (`chat_io.prepare`)."""
         eng = state.ready()
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
@@ -281,7 +282,7 @@ def create_app(state: ServerState) -> FastAPI:
             except RuntimeError:  # the event loop is closed (server shutting down)
                 req.cancelled = True
 
-        req = Request(prompt, params, emit, suffix=suffix, head=head, constraints=constraints)
+        req = Request(prompt, params, emit, suffix=suffix, head=head, constraints=constraints, images=images)
         timeout = timeout or state.request_timeout
         try:
             eng.submit(req)
@@ -292,9 +293,11 @@ def create_app(state: ServerState) -> FastAPI:
         state.active.add(req)
         return _events(http, eng, req, q, prompt, stops, raw, timeout)
 
-    def json_reply(http, prompt, params, stops, timeout):
-        """A json_object reply (serving.repair): rounds of `run`, within one deadline."""
-        return json_object_events(lambda ids, p, t, c: collect(run(http, ids, p, stops, timeout=t, constraints=c)),
+    def json_reply(http, prompt, params, stops, timeout, images=None):
+        """A json_object reply (serving.repair): rounds of `run`, within one deadline (each round's prompt starts
+        with the request's, so its `images` serve every round)."""
+        return json_object_events(lambda ids, p, t, c: collect(run(http, ids, p, stops, timeout=t, constraints=c,
+                                                                   images=images)),
                                   state.tokenizer, prompt, params, timeout or state.request_timeout, state.engine.L,
                                   state.engine.V)
 
@@ -436,7 +439,7 @@ def create_app(state: ServerState) -> FastAPI:
         tok = state.tokenizer
         if not tok.has_chat_template:
             raise APIError(400, "this checkpoint has no chat template; use /v1/completions", param="messages")
-        ids, head, parsed = chat_io.prepare(body, tok)
+        ids, head, parsed, images = chat_io.prepare(body, tok, eng.model, state.image_dir)
         max_tokens = body.max_completion_tokens or body.max_tokens
         constraints, max_tokens = structured_output(body.response_format, tok, eng, len(ids), max_tokens)
         if constraints is not None and head:
@@ -451,8 +454,9 @@ def create_app(state: ServerState) -> FastAPI:
         params = make_params(body, max_tokens, len(ids), eng)
         state.http["chat"] += 1
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        gen = json_reply(http, ids, params, stops, body.timeout) if constraints is JSON_OBJECT else \
-            run(http, ids, params, stops, raw=parsed, timeout=body.timeout, head=head, constraints=constraints)
+        gen = json_reply(http, ids, params, stops, body.timeout, images) if constraints is JSON_OBJECT else \
+            run(http, ids, params, stops, raw=parsed, timeout=body.timeout, head=head, constraints=constraints,
+                images=images)
 
         def chunk(delta, finish):
             return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": state.model_name,

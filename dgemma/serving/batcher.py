@@ -75,6 +75,7 @@ class Request:
     suffix: list[int] | None = None  # infill: clamped on the first canvas after a gap of max_tokens positions
     head: list[int] | None = None  # clamped at the start of the first canvas: the reply opens with them
     constraints: Constraints | None = None  # structured output (dgemma.json_schema): one request's, canvas by canvas
+    images: tuple | None = None  # the prompt's images for its prefill (the engine's `images`); never kept for reuse
     cancelled: bool = False
     submitted: float = field(default_factory=time.monotonic)
 
@@ -240,7 +241,7 @@ class BatchEngine:
     def _start(self, req: Request, slot: int):
         row = Row(req, slot, self.model)
         self.m["prompt_tokens"] += len(req.prompt)
-        reused = self._reuse(req.prompt, slot)
+        reused = [] if req.images is not None else self._reuse(req.prompt, slot)
         if reused:
             row.encoded = list(reused)
             self.m["prefix_hits"] += 1
@@ -248,7 +249,8 @@ class BatchEngine:
         else:
             self.cache.valid[slot] = False  # the slot's earlier keys are gone
         try:
-            self._encode(row, torch.tensor(req.prompt[row.length:], dtype=torch.long, device=self.model.device))
+            self._encode(row, torch.tensor(req.prompt[row.length:], dtype=torch.long, device=self.model.device),
+                         req.images)
             self._new_canvas(row)
         except Exception:
             self.free.append(slot)
@@ -325,14 +327,14 @@ class BatchEngine:
                         for ts in (c.keys, c.values))
         return KVCache.over(c.config, keys, values, c.valid[lo:hi, :upto], length)
 
-    def _encode(self, row: Row, ids: torch.Tensor):
+    def _encode(self, row: Row, ids: torch.Tensor, images: tuple | None = None):
         """Append a prompt or a committed canvas to the row's slot (one encoder pass, the engine's)."""
         end = row.length + ids.numel()
         if end + self.L > self.cache.max_length:
             raise ValueError(f"sequence of {end} tokens exceeds the context length {self.context_length}")
         cache = self._slot_cache(row.slot, row.slot + 1, row.length)
         if row.length == 0:
-            self.engine.prefill(ids[None], cache)
+            self.engine.prefill(ids[None], cache, None, images)
         else:
             self.engine.append(ids[None], cache)
         row.encoded += ids.tolist()
@@ -542,7 +544,7 @@ class BatchEngine:
 
     def _retire(self, row: Row, cancelled: bool = False):
         if row in self.rows:
-            if not cancelled:
+            if not cancelled and row.req.images is None:  # a prefix of image tokens says nothing of the pixels
                 self._keep(row)  # before the slot is reused below
             self.rows.remove(row)
             last = max(self.rows, key=lambda r: r.slot, default=None)

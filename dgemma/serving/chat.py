@@ -2,8 +2,11 @@
 text in, OpenAI content, reasoning_content and tool_calls out, whole or as stream deltas (`ReplyStream`)."""
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
+from pathlib import Path
 
 from ..chat_format import parse_reply
 from .schemas import APIError
@@ -52,9 +55,34 @@ def check_tools(tools, tool_choice) -> tuple[list[dict] | None, str | None]:
     return tools, name
 
 
-def convert_messages(messages) -> list[dict]:
-    """OpenAI messages as chat_format takes them: tool-call arguments parsed from their JSON strings."""
-    out = []
+def image_source(part: dict, image_dir: Path | None, param: str):
+    """An image_url part's image: the bytes of a data: URL, or a path inside the server's --image-dir; never
+    fetched from the network."""
+    url = (part.get("image_url") or {}).get("url") if isinstance(part.get("image_url"), dict) else None
+    if not isinstance(url, str) or not url:
+        raise APIError(400, "an image_url part needs image_url.url", param=param)
+    if url.startswith("data:"):
+        head, _, data = url.partition(",")
+        if not head.endswith(";base64"):
+            raise APIError(400, "a data: image URL must be base64 (data:image/png;base64,...)", param=param)
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise APIError(400, "the data: image URL is not valid base64", param=param) from None
+    if "://" in url and not url.startswith("file://"):
+        raise APIError(400, "remote image URLs are not fetched: send the image as a data: URL", param=param)
+    if image_dir is None:
+        raise APIError(400, "local image paths need a server started with --image-dir", param=param)
+    path = Path(url.removeprefix("file://")).resolve()
+    if not path.is_relative_to(image_dir.resolve()):
+        raise APIError(400, f"{url} is outside the server's --image-dir", param=param)
+    return path
+
+
+def convert_messages(messages, image_dir: Path | None = None) -> tuple[list[dict], list]:
+    """OpenAI messages as chat_format takes them (tool-call arguments parsed from their JSON strings), and the
+    images of their image_url parts in order (`image_source`)."""
+    out, images = [], []
     for i, m in enumerate(messages):
         d = m.model_dump(exclude_none=True)
         for j, call in enumerate(d.get("tool_calls") or ()):
@@ -66,17 +94,19 @@ def convert_messages(messages) -> list[dict]:
                 except json.JSONDecodeError as e:
                     raise APIError(400, f"arguments are not valid JSON ({e.msg})",
                                    param=f"messages.{i}.tool_calls.{j}.function.arguments") from None
-        for part in d["content"] if isinstance(d.get("content"), list) else ():
-            if part.get("type") != "text":
-                raise APIError(400, "only text content parts are supported", param=f"messages.{i}.content",
-                               code="unsupported_parameter")
+        for j, part in enumerate(d["content"] if isinstance(d.get("content"), list) else ()):
+            if part.get("type") == "image_url" and d["role"] == "user":
+                images.append(image_source(part, image_dir, f"messages.{i}.content.{j}.image_url"))
+            elif part.get("type") != "text":
+                raise APIError(400, "only text parts, and image_url parts in user messages, are supported",
+                               param=f"messages.{i}.content", code="unsupported_parameter")
         out.append(d)
-    return out
+    return out, images
 
 
-def prepare(body, tok) -> tuple[list[int], str, bool]:
+def prepare(body, tok, model=None, image_dir: Path | None = None) -> tuple[list[int], str, bool, tuple | None]:
     """(prompt ids, the ids a forced tool call clamps at the start of the reply's canvas, whether the reply is
-    parsed for thoughts and calls)."""
+    parsed for thoughts and calls, the engine's `images` for the prompt's images or None)."""
     tools, must_call = check_tools(body.tools, body.tool_choice)
     kwargs = dict(body.chat_template_kwargs or {})
     unknown = set(kwargs) - {"enable_thinking"}
@@ -89,12 +119,22 @@ def prepare(body, tok) -> tuple[list[int], str, bool]:
                        param="chat_template_kwargs.enable_thinking")
     if thinking and tok.chat_template is not None and "<|channel>" not in tok.chat_template:
         raise APIError(400, "this checkpoint's chat template has no thought channel", param="chat_template_kwargs")
+    messages, sources = convert_messages(body.messages, image_dir)
     try:
-        text = tok.render_chat(convert_messages(body.messages), True, tools=tools, enable_thinking=thinking)
+        text = tok.render_chat(messages, True, tools=tools, enable_thinking=thinking)
     except ValueError as e:
         raise APIError(400, str(e), param="messages") from None
     forced = "" if must_call is None else "<|tool_call>call:" + (f"{must_call}{{" if must_call else "")
-    return tok.encode(text), tok.encode(forced) if forced else [], bool(tools) or thinking
+    ids, images = tok.encode(text), None
+    if sources:
+        from ..vision import ImageError, PromptImages, encode_with_images
+        try:
+            read = PromptImages.read(model, sources, body.max_soft_tokens or 280)
+            ids, images = encode_with_images(tok, text, read.runs), (read.soft, None)
+        except ImageError as e:
+            param = "max_soft_tokens" if "max_soft_tokens" in str(e) else "messages"
+            raise APIError(400, str(e), param=param) from None
+    return ids, tok.encode(forced) if forced else [], bool(tools) or thinking, images
 
 
 def message(reply) -> tuple[dict, str | None]:

@@ -101,6 +101,7 @@ class ChatRequest(Extensions):
     chat_template_kwargs: dict[str, Any] | None = None  # {"enable_thinking": true}
     response_format: dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
+    max_soft_tokens: int | None = None  # per image of the request's image_url parts: 70, 140, 280, 560 or 1120
 
 
 class InfillRequest(BaseModel):
