@@ -6,28 +6,16 @@ the processor and the tower plus embedder timed apart, for soft-token budgets of
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 from PIL import Image
 
+from dgemma.bench.hardware import timed
 from dgemma.bench.report import publish_table
 from dgemma.checkpoint import parse_dtype
 from dgemma.config import RELEASED_VISION_CONFIG, get_preset
 from dgemma.vision import ImageProcessor, Vision, VisionConfig
-
-
-def best_s(fn, reps: int) -> float:
-    """The best of `reps` timed calls, after a warm-up call when there are several."""
-    if reps > 1:
-        fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main(argv=None) -> int:
@@ -35,8 +23,8 @@ def main(argv=None) -> int:
     p.add_argument("--budgets", default="280,1120", help="soft tokens per image, comma-separated")
     p.add_argument("--dtypes", default="bfloat16,float32", help="weight dtypes, comma-separated")
     p.add_argument("--reps", type=int, default=1,
-                   help="timed encodes per cell, the best kept; above 1, after a warm-up (default 1: a 1120-token "
-                   "image takes minutes on 2 cores)")
+                   help="timed encodes per cell, their median kept; above 1, after a warm-up (default 1: a "
+                   "1120-token image takes minutes on 2 cores)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--no-save", action="store_true", help="print the table only")
     args = p.parse_args(argv)
@@ -55,12 +43,11 @@ def main(argv=None) -> int:
         for budget in map(int, args.budgets.split(",")):
             proc = ImageProcessor.for_config(cfg, budget)
             inputs = proc(image)
-            prep = best_s(lambda: proc(image), args.reps)
+            warmup = 1 if args.reps > 1 else 0
+            prep, _ = timed(lambda: proc(image), "cpu", args.reps, warmup)
             with torch.no_grad():
-                out = []
-                enc = best_s(lambda: out.append(vision(inputs["pixel_values"], inputs["image_position_ids"])),
-                             args.reps)
-                soft = out[-1]
+                enc, soft = timed(lambda: vision(inputs["pixel_values"], inputs["image_position_ids"]), "cpu",
+                                  args.reps, warmup)
             n = inputs["num_soft_tokens_per_image"][0]
             assert soft.shape == (n, text_hidden)
             rows.append([str(dtype).removeprefix("torch."), budget, n, inputs["pixel_values"].shape[1],
@@ -73,8 +60,9 @@ def main(argv=None) -> int:
                    "soft tokens / s"], rows,
                   f"One 1440x1080 image, random weights, {cfg.num_layers} layers of {cfg.hidden_size} "
                   f"({cfg.num_parameters(text_hidden) / 1e9:.2f}B parameters with the embedder), eager, "
-                  + (f"best of {args.reps} after a warm-up" if args.reps > 1 else "one timed encode") + ". The tower attends over every patch (padding included: a budget's "
-                  "patch count is fixed), so its time grows with the budget, not with the image.")
+                  + (f"median of {args.reps} after a warm-up" if args.reps > 1 else "one timed encode")
+                  + ". The tower attends over every patch (padding included: a budget's patch count is fixed), so "
+                  "its time grows with the budget, not with the image.")
     return 0
 
 

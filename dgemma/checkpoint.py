@@ -102,9 +102,10 @@ def _keys(file: Path) -> list[str]:
         return list(handle.keys())
 
 
-def has_vision_weights(directory: Path) -> bool:
-    """Whether a checkpoint directory holds a vision tower (only the safetensors headers are read)."""
-    return any(key.startswith(VISION_PREFIXES) for file in _weight_files(directory) for key in _keys(file))
+def has_vision_weights(directory: Path, files: list[Path] | None = None) -> bool:
+    """Whether a checkpoint directory (its weight `files`, when already listed) holds a vision tower; only the
+    safetensors headers are read."""
+    return any(key.startswith(VISION_PREFIXES) for file in files or _weight_files(directory) for key in _keys(file))
 
 
 def _assign(model, name: str, tensor: torch.Tensor) -> None:
@@ -146,7 +147,7 @@ def load_model(model_cls, path_or_preset, dtype=torch.float32, device="cpu", see
         raise CheckpointError(str(e)) from None
     model = build_model(model_cls, config, dtype)
     files = _weight_files(path)
-    if not has_vision_weights(path):
+    if not has_vision_weights(path, files):
         model.vision = None  # a text-only checkpoint (its config.json may still describe a tower)
     expected = dict(model.state_dict())
     loaded = set()

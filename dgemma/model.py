@@ -325,10 +325,10 @@ class DiffusionGemma(nn.Module):
                 and n > cache.ring - (self.config.sliding_window - 1))
 
     def attention_masks(self, cache: KVCache, start, n: int, causal: bool, end: int,
-                        groups: torch.Tensor | None = None) -> dict:
+                        groups: torch.Tensor | None = None, wide: bool = False) -> dict:
         """Per layer kind, which keys each of n new tokens at positions start + [0, n) sees, once their keys are
         written: (B, 1, n, keys) for the encoder, (B, 1, 1, keys) for a canvas (one rule for all its positions).
-        The keys are a sliding layer's ring (with the new keys after it in a `wide_pass`), or positions
+        The keys are a sliding layer's ring (with the new keys after it when `wide`, see `wide_pass`), or positions
         [0, end) of a global layer. `start` is an int, a 0-d tensor (compiled passes) or one per row (B,) (the
         server's rows). `groups` (B, n): the new tokens' image ids (`vision.image_groups`, -1 for text); a token
         also sees every key of its own image. None: every key is seen."""
@@ -341,7 +341,7 @@ class DiffusionGemma(nn.Module):
         for kind in self.kinds:
             if kind == SLIDING:
                 kp = cache.ring_positions(s + n)  # (., 1, ring) the position each slot holds, < 0 if none
-                if self.wide_pass(cache, start, n, causal):
+                if wide:
                     kp = torch.cat([cache.ring_positions(s), q.transpose(1, 2)], dim=-1)
                 real = cache.valid.gather(1, kp.clamp(min=0).flatten(1).expand(cache.batch_size, -1))[:, None]
                 real = real & (kp >= 0)
@@ -371,9 +371,9 @@ class DiffusionGemma(nn.Module):
             end = start + n if isinstance(start, int) else cache.max_length
         dev = cache.device
         positions = torch.as_tensor(start, device=dev).reshape(-1, 1) + torch.arange(n, device=dev)  # (1 or B, n)
+        wide = self.wide_pass(cache, start, n, causal)
         return PassPlan(start, n, end, positions, self.rope(positions),
-                        self.attention_masks(cache, start, n, causal, end, groups),
-                        self.wide_pass(cache, start, n, causal))
+                        self.attention_masks(cache, start, n, causal, end, groups, wide), wide)
 
     def _pass(self, x: torch.Tensor, cache: KVCache, start, causal: bool, end: int | None = None,
               plan: "PassPlan | None" = None, ends: tuple[int, ...] | None = None,

@@ -446,7 +446,7 @@ class PromptImages:
     @classmethod
     def read(cls, model, sources, max_soft_tokens: int = 280) -> "PromptImages":
         """Open, process and encode `sources` (paths, bytes or PIL images) for `model` (a DiffusionGemma)."""
-        if getattr(model, "vision", None) is None:
+        if model.vision is None:
             raise ImageError("this checkpoint has no vision tower: it cannot take images")
         inputs = ImageProcessor.for_config(model.vision.cfg, max_soft_tokens)(list(sources))
         c = model.config

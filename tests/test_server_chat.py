@@ -3,6 +3,7 @@ event stream, reply parsing, SSE) over an engine that replays fixed tokens in ca
 
 import json
 import threading
+import types
 
 import pytest
 from fastapi.testclient import TestClient
@@ -24,7 +25,8 @@ THOUGHT_TEXT = "<|channel>thought\nThe user wants weather.<channel|>It is sunny 
 class CannedEngine:
     """Replays `text`'s tokens as `piece`-token events and records the prompts it was given; a request's clamped
     head comes first, as the batcher commits it."""
-    alive, error, L, context_length, max_batch, model = True, None, 16, 4096, 4, None  # no model: text only
+    alive, error, L, context_length, max_batch = True, None, 16, 4096, 4
+    model = types.SimpleNamespace(vision=None)  # a text-only model, as far as the chat endpoint looks
 
     def __init__(self, tok, text: str, piece: int = 16):
         self.tok, self.text, self.piece, self.prompts, self.heads = tok, text, piece, [], []
