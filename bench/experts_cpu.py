@@ -1,7 +1,7 @@
 """The MoE branch on a CPU at small token counts (issue #22 item 7): the routed path (tokens sorted by expert, one
-grouped matmul), the dense path (every expert on every token, weighted by zero where not routed) and the int8
-routed path (dgemma.quantize), timed eagerly per shape and token count, with the fastest named. A denoising step's
-MoE call sees batch x canvas tokens.
+grouped matmul) and the dense path (every expert on every token, weighted by zero where not routed), timed eagerly
+per shape and token count, with the fastest named. A denoising step's MoE call sees batch x canvas tokens.
+Quantized experts: bench/quant_cpu.py.
 
     python bench/experts_cpu.py --threads 2     # saves bench/results/experts-cpu.json; `dgemma bench --markdown-only`
 """
@@ -15,7 +15,6 @@ import torch
 from dgemma.bench.report import publish_table
 from dgemma.config import get_preset
 from dgemma.moe import Experts
-from dgemma.quantize import Int8Experts
 
 SHAPES = {  # name: (preset, overrides)
     "tiny": ("tiny", {}),
@@ -51,7 +50,6 @@ def main(argv=None) -> int:
         with torch.no_grad():
             for w in experts.parameters():
                 w.normal_(0, 0.02, generator=g)
-        int8 = Int8Experts(experts)
         E, K = cfg.num_experts, cfg.top_k_experts
         for T in map(int, args.tokens.split(",")):
             x = torch.randn(T, cfg.hidden_size, generator=g)
@@ -60,18 +58,16 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 ms = {"routed": best_ms(lambda: experts(x, index, weights), args.reps),
                       "dense": best_ms(lambda: experts.dense(x, index, weights, experts.gate_up_proj,
-                                                             experts.down_proj), args.reps),
-                      "int8 routed": best_ms(lambda: int8(x, index, weights), args.reps)}
+                                                             experts.down_proj), args.reps)}
             fastest = min(ms, key=ms.get)
-            rows.append([label, T, *(f"{ms[k]:.3f}" for k in ("routed", "dense", "int8 routed")), fastest])
+            rows.append([label, T, *(f"{ms[k]:.3f}" for k in ("routed", "dense")), fastest])
             print(" | ".join(map(str, rows[-1])), flush=True)
     if not args.no_save:
-        publish_table(True, "experts-cpu", "The MoE branch on a CPU: routed, dense and int8",
+        publish_table(True, "experts-cpu", "The MoE branch on a CPU: routed and dense",
                       "python bench/experts_cpu.py" + (f" --threads {args.threads}" if args.threads else ""),
-                      ["shape", "tokens", "routed ms", "dense ms", "int8 routed ms", "fastest"], rows,
+                      ["shape", "tokens", "routed ms", "dense ms", "fastest"], rows,
                       "One call of the routed experts (top-k of E), float32 eager, best of the timed calls. Routed: "
-                      "assignments sorted by expert, one grouped matmul; dense: every expert on every token; int8: "
-                      "the routed path with int8 weights dequantized for the call (dgemma.quantize).")
+                      "assignments sorted by expert, one grouped matmul; dense: every expert on every token.")
     return 0
 
 

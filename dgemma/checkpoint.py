@@ -17,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import GENERATION_DEFAULTS, PRESETS, SAMPLER_KEY, ConfigError, ModelConfig, get_preset
+from .quantize import FORMATS, SCHEMES, Quantized, check_fp8_device, prepare, resolve
 from .sampling import SAMPLERS
 
 
@@ -108,19 +109,59 @@ def has_vision_weights(directory: Path, files: list[Path] | None = None) -> bool
     return any(key.startswith(VISION_PREFIXES) for file in files or _weight_files(directory) for key in _keys(file))
 
 
-def _assign(model, name: str, tensor: torch.Tensor) -> None:
+def _assign(model, name: str, tensor: torch.Tensor, quantizing: bool = False) -> None:
+    """Put a tensor in its place; with `quantizing`, a float weight that a quantized module holds is quantized
+    into it (and the float tensor dropped)."""
     module_name, _, attr = name.rpartition(".")
     module = model.get_submodule(module_name) if module_name else model
-    if attr in module._parameters:
+    if quantizing and isinstance(module, Quantized) and attr in module.formats:
+        module.store(attr, tensor)
+    elif attr in module._parameters:
         module._parameters[attr] = torch.nn.Parameter(tensor, requires_grad=tensor.is_floating_point())
     else:
         module._buffers[attr] = tensor
 
 
+def read_quantization(path: Path) -> dict | None:
+    """The `quantization_config` of a dgemma-quantized checkpoint's config.json (None for float weights)."""
+    found = json.loads((path / CONFIG).read_text()).get("quantization_config")
+    if found is None:
+        return None
+    where = f"{path / CONFIG}: quantization_config"
+    if not isinstance(found, dict) or found.get("quant_method") != "dgemma":
+        method = found.get("quant_method") if isinstance(found, dict) else found
+        raise CheckpointError(f"{where} has quant_method {method!r}; dgemma reads its own quantized layout only "
+                              "('dgemma', written by dgemma quantize)")
+    formats, group = found.get("formats"), found.get("group_size")
+    if found.get("scheme") not in SCHEMES or not isinstance(formats, dict) or set(formats) != {"linear", "experts"} \
+            or not set(formats.values()) <= set(FORMATS):
+        raise CheckpointError(f"{where} is malformed (scheme {found.get('scheme')!r}, formats {formats!r})")
+    if "int4" in formats.values() and not (isinstance(group, int) and group > 0 and group % 2 == 0):
+        raise CheckpointError(f"{where}: int4 weights need an even positive group_size, not {group!r}")
+    return {"scheme": found["scheme"], "formats": dict(formats), "group_size": group}
+
+
+def _check_stored(file: Path, key: str, module, attr: str, tensor: torch.Tensor, want: torch.Tensor) -> None:
+    """A quantized checkpoint's codes keep their exact dtype; its scales must be positive and finite and its
+    zero points within 0..15."""
+    if attr in module.formats:
+        if tensor.dtype != want.dtype:
+            raise CheckpointError(f"{file}: {key} is stored as {str(tensor.dtype).removeprefix('torch.')}, but "
+                                  f"{module.formats[attr]} weights are {str(want.dtype).removeprefix('torch.')}")
+    elif attr.endswith("_scale"):
+        if not tensor.is_floating_point() or not bool((torch.isfinite(tensor) & (tensor > 0)).all()):
+            raise CheckpointError(f"{file}: {key} holds a scale that is not a positive finite number (corrupt)")
+    elif attr.endswith("_zero") and (tensor.dtype != torch.uint8 or (tensor.numel() and int(tensor.max()) > 15)):
+        raise CheckpointError(f"{file}: {key} must hold uint8 zero points in 0..15 (corrupt)")
+
+
 def load_model(model_cls, path_or_preset, dtype=torch.float32, device="cpu", seed: int = 0,
-               revision: str | None = None):
-    """A `model_cls` (DiffusionGemma) from a checkpoint directory in the reference layout, a preset name
-    (random weights from `seed`), or a Hugging Face Hub id (`org/name[@revision]`, through the hub's cache)."""
+               revision: str | None = None, quantize: str | None = None, group_size: int | None = None,
+               progress: bool = False):
+    """A `model_cls` (DiffusionGemma) from a checkpoint directory in the reference layout (or dgemma's quantized
+    one), a preset name (random weights from `seed`), or a Hugging Face Hub id (`org/name[@revision]`, through
+    the hub's cache). With `quantize`, each weight is quantized as it is read or drawn, so loading never holds
+    more than the quantized model plus one float tensor."""
     from . import hub
     dtype, device = parse_dtype(dtype), torch.device(device)
     path = Path(path_or_preset)
@@ -133,9 +174,13 @@ def load_model(model_cls, path_or_preset, dtype=torch.float32, device="cpu", see
         if str(path_or_preset) in PRESETS:
             # allocated once, in the target dtype and on the target device: the 26B preset in bf16 needs 47 GiB,
             # never the 94 GiB of a float32 copy first; on the meta device nothing is allocated at all
-            model = build_model(model_cls, get_preset(str(path_or_preset)), dtype).to_empty(device=device)
+            model = build_model(model_cls, get_preset(str(path_or_preset)), dtype)
+            if quantize is not None:
+                prepare(model, resolve(model, quantize, group_size, device))
+            model.to_empty(device=device)
             if device.type != "meta":
-                model.init_weights(torch.Generator(device=device).manual_seed(seed))
+                model.init_weights(torch.Generator(device=device).manual_seed(seed),
+                                   assign=lambda name, t: _assign(model, name, t, quantizing=True))
             return model
         if path.exists():
             raise CheckpointError(f"{path}: not a directory (expected a checkpoint directory or a preset name)")
@@ -145,15 +190,29 @@ def load_model(model_cls, path_or_preset, dtype=torch.float32, device="cpu", see
         config = ModelConfig.from_json_file(path / CONFIG)
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
+    stored = read_quantization(path)
+    if stored is not None and quantize is not None:
+        raise CheckpointError(f"{path}: already quantized ({stored['scheme']}); load it as it is, or quantize the "
+                              "original checkpoint")
     model = build_model(model_cls, config, dtype)
     files = _weight_files(path)
     if not has_vision_weights(path, files):
         model.vision = None  # a text-only checkpoint (its config.json may still describe a tower)
-    expected = dict(model.state_dict())
+    float_shapes = dict(model.state_dict())
+    record = stored or (resolve(model, quantize, group_size, device) if quantize is not None else None)
+    if record is not None:
+        if stored is not None and "fp8" in stored["formats"].values():
+            check_fp8_device(device)
+        prepare(model, record)
+    expected = dict(model.state_dict()) if stored is not None else float_shapes
     loaded = set()
+    from tqdm import tqdm
+    bar = tqdm(total=sum(len(_keys(f)) for f in files) if progress else 0, disable=not progress, unit="tensor",
+               desc="quantizing" if quantize else "loading", dynamic_ncols=True)
     for file in files:
         with _open(file) as handle:
             for key in handle.keys():
+                bar.update()
                 try:
                     ours = from_reference_key(key)
                 except KeyError:
@@ -170,11 +229,20 @@ def load_model(model_cls, path_or_preset, dtype=torch.float32, device="cpu", see
                     tensor = handle.get_tensor(key)
                 except SafetensorError as e:
                     raise CheckpointError(f"{file}: cannot read {key} (truncated or corrupt: {e})") from None
-                if tensor.is_floating_point() != expected[ours].is_floating_point():
-                    raise CheckpointError(f"{file}: {key} is stored as {str(tensor.dtype).removeprefix('torch.')}, "
-                                          "not a floating-point dtype like the model's weights")
-                _assign(model, ours, tensor.to(device=device, dtype=dtype))
+                module_name, _, attr = ours.rpartition(".")
+                module = model.get_submodule(module_name)
+                if stored is not None and isinstance(module, Quantized):
+                    _check_stored(file, key, module, attr, tensor, expected[ours])
+                    scale = attr.endswith("_scale")  # scales follow the model's dtype; codes and zeros keep theirs
+                    _assign(model, ours, tensor.to(device=device, dtype=dtype if scale else None))
+                else:
+                    if tensor.is_floating_point() != expected[ours].is_floating_point():
+                        raise CheckpointError(f"{file}: {key} is stored as "
+                                              f"{str(tensor.dtype).removeprefix('torch.')}, not a floating-point "
+                                              "dtype like the model's weights")
+                    _assign(model, ours, tensor.to(device=device, dtype=dtype), quantizing=record is not None)
                 loaded.add(ours)
+    bar.close()
     missing = sorted(set(expected) - loaded)
     if missing:
         raise CheckpointError(f"{path}: missing key {to_reference_key(missing[0])}"
@@ -233,6 +301,8 @@ def save_model(model, path, max_shard_bytes: int = 5 * 2**30) -> None:
         (path / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
     config = model.config.to_hf_dict()
     config["dtype"] = str(model.dtype).removeprefix("torch.")
+    if getattr(model, "quantization", None):
+        config["quantization_config"] = {"quant_method": "dgemma", "format_version": 1, **model.quantization}
     config["transformers_version"] = "5.23.0"
     (path / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     generation = dict(model.generation_defaults)

@@ -25,6 +25,7 @@ COMMANDS = {
     "train": "dgemma.training.cli",
     "sudoku": "dgemma.tasks.sudoku_cli",
     "bench": "dgemma.bench.command",
+    "quantize": "dgemma.commands.quantize",
 }
 
 

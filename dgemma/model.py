@@ -216,40 +216,54 @@ class DiffusionGemma(nn.Module):
     # --- construction ------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path_or_preset, dtype: torch.dtype = torch.float32, device="cpu",
-                        seed: int = 0, revision: str | None = None, quantize: str | None = None) -> "DiffusionGemma":
-        """A checkpoint directory in the reference layout, a preset name (random weights drawn from `seed`), or a
-        Hugging Face Hub id (`org/name`, at `revision` or `org/name@revision`) through the hub's cache.
-        `quantize`: a dgemma.quantize scheme applied once loaded (for now after the whole model is loaded)."""
+                        seed: int = 0, revision: str | None = None, quantize: str | None = None,
+                        group_size: int | None = None, progress: bool = False) -> "DiffusionGemma":
+        """A checkpoint directory in the reference layout (or dgemma's quantized one), a preset name (random
+        weights drawn from `seed`), or a Hugging Face Hub id (`org/name`, at `revision` or `org/name@revision`)
+        through the hub's cache. `quantize`: a dgemma.quantize scheme (int8, int4, fp8, mixed) applied weight by
+        weight while loading or drawing, with `group_size` for int4 (default: the largest of 128, 64, 32 that
+        divides every width). `progress`: a progress bar over the tensors read, on stderr."""
         from .checkpoint import load_model
-        model = load_model(cls, path_or_preset, dtype=dtype, device=device, seed=seed, revision=revision)
-        if quantize is not None:
-            from .quantize import quantize_
-            quantize_(model, quantize)
-        return model
+        return load_model(cls, path_or_preset, dtype=dtype, device=device, seed=seed, revision=revision,
+                          quantize=quantize, group_size=group_size, progress=progress)
 
     def save_pretrained(self, path, max_shard_bytes: int = 5 * 2**30) -> None:
         from .checkpoint import save_model
-        if getattr(self, "quantization", None):  # before anything is written
-            raise ValueError(f"saving {self.quantization['scheme']}-quantized weights is not supported yet: save the "
-                             "original model (quantize when loading)")
         save_model(self, path, max_shard_bytes=max_shard_bytes)
 
     @torch.no_grad()
-    def init_weights(self, generator: torch.Generator | None = None) -> None:
-        """The reference's initialisation: normal(0, initializer_range) matrices, unit norms and scales."""
+    def init_weights(self, generator: torch.Generator | None = None, assign=None) -> None:
+        """The reference's initialisation: normal(0, initializer_range) matrices, unit norms and scales, drawn one
+        weight at a time in parameter order. A quantized module stands for the float weights it holds; the
+        loader's `assign(name, tensor)` takes each drawn weight (and quantizes those), so a quantized preset is
+        the unquantized one quantized, without ever holding it whole. By default a weight goes into its
+        parameter."""
         std = self.config.initializer_range
-        for name, p in self.named_parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, std, generator=generator)
+        for name, shape, like in self.weight_specs():
+            t = torch.empty(shape, dtype=like.dtype, device=like.device)
+            t.normal_(0.0, std, generator=generator) if len(shape) >= 2 else t.fill_(1.0)
+            if name == "embed_tokens.weight":
+                t[self.config.pad_token_id].zero_()
+            if assign is None:
+                self.get_parameter(name).copy_(t)
             else:
-                p.fill_(1.0)
-        self.embed_tokens.weight[self.config.pad_token_id].zero_()
+                assign(name, t)
         for layer in self.layers:
             layer.layer_scalar.fill_(1.0)
             layer.encoder_layer_scalar.fill_(1.0)
         if self.vision is not None:
             self.vision.vision_tower.reset_buffers(stored=True)
         self.reset_buffers()
+
+    def weight_specs(self):
+        """(name, shape, a tensor of its dtype and device) of every weight the reference initialises, in the
+        unquantized model's parameter order; a quantized module's (see dgemma.quantize) in its place."""
+        for prefix, module in self.named_modules():
+            own = getattr(module, "shapes", None)  # a dgemma.quantize.Quantized module: its float weights
+            items = ((n, s, getattr(module, n + "_scale")) for n, s in own.items()) if own is not None else \
+                ((n, p.shape, p) for n, p in module.named_parameters(recurse=False))
+            for n, shape, like in items:
+                yield f"{prefix}.{n}" if prefix else n, tuple(shape), like
 
     def reset_buffers(self) -> None:
         """Recompute derived buffers (after building on the meta device)."""

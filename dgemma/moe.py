@@ -63,8 +63,12 @@ class Experts(nn.Module):
         """`rows` > 1: the T tokens are that many equal batch rows, computed apart (grouped by row, then by
         expert): a row's matmuls then have the shapes they have alone, and so its rounding (a CPU matmul's sums
         depend on its row count)."""
+        return self.routed(x, index, weights, rows, *self.weights())
+
+    def routed(self, x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor, rows: int,
+               gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+        """`forward` with the experts' weights given: (E, 2I, H) and (E, H, I), `index` in 0..E-1."""
         T, K = index.shape
-        gate_up, down = self.gate_up_proj, self.down_proj  # read once (quantized experts dequantize on reading)
         E, two_i, H = gate_up.shape
         if torch.compiler.is_compiling() and 2 * T * E * (two_i + two_i // 2) * H <= DENSE_EXPERT_FLOPS:
             return self.dense(x, index, weights, gate_up, down)
@@ -83,6 +87,10 @@ class Experts(nn.Module):
         out = torch.empty_like(ys)
         out[order] = ys
         return out.view(T, K, -1).sum(1)
+
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gate_up (E, 2I, H), down (E, H, I)) in the compute dtype."""
+        return self.gate_up_proj, self.down_proj
 
     def dense(self, x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor, gate_up: torch.Tensor,
               down: torch.Tensor) -> torch.Tensor:

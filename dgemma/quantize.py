@@ -1,14 +1,23 @@
-"""Weight-only quantization (issue #23): int8 per output channel, the first scheme.
+"""Weight-only quantization (issue #23): int8, int4, fp8 and `mixed`, in memory and in checkpoints.
 
-`quantize_(model, "int8")` replaces, in every layer, the attention and dense-MLP projections with `Int8Linear` and
-the routed experts with `Int8Experts`: int8 weights with one scale per output row (symmetric, max-abs / 127).
-The embeddings (and so the tied head), the routers, the norms and the self-conditioning block keep their dtype:
-they are a small share of the weights and the head's and router's rounding moves every logit and every routing.
+A scheme names a format for each kind of weight; only the projections of the attention and the dense MLP
+("linear") and the routed experts' 3-D tensors ("experts", 88% of the released model's text weights) are quantized.
+The embeddings (and so the tied head), the routers, the norms, the self-conditioning block and the vision tower
+keep the model's dtype: a small share of the bytes, and the head's and router's rounding moves every logit and
+every routing.
 
-Kernels: on a CPU a float32 or bf16 linear runs `torch._weight_int8pack_mm` (int8 weights, the scale applied to
-the output); elsewhere, and in float64, the weights are dequantized for the call. The experts are dequantized
-for each pass (a transient copy of one layer's experts), so that the grouped matmul stays one grouped matmul; an
-int8 grouped kernel is the next step, to be chosen by measurement.
+Formats, for a weight (..., N, K) (N outputs, K inputs; experts carry a leading expert axis), and how a checkpoint
+stores them (the same names in memory; see docs/quantization.md):
+- int8: `W` int8 (..., N, K) and `W_scale` (..., N): symmetric per output row, w ~ q * scale, max|w| -> 127.
+- int4: `W` uint8 (..., N, K/2), two weights a byte (the even k in the low nibble), `W_scale` and `W_zero` uint8
+  (..., N, K/G) per group of G inputs: w ~ (q - zero) * scale, the group's range (with 0) over the codes 0..15.
+- fp8: `W` float8_e4m3fn (..., N, K), `W_scale` (..., N): w ~ q * scale, max|w| -> 448.
+Scales are held in the model's dtype.
+
+Kernels (bench/quant_cpu.py measures them): a CPU int8 linear runs `torch._weight_int8pack_mm`; an fp8 linear runs
+`torch._scaled_mm` with the activations quantized per row to fp8 (CUDA needs compute capability 8.9+; the CPU has
+the same op); int4 linears, float64 and every expert tensor are dequantized for the call. The experts are
+dequantized one layer per pass, so the grouped matmul stays one grouped matmul.
 """
 
 from __future__ import annotations
@@ -19,90 +28,264 @@ from torch import nn
 
 from .moe import Experts
 
-SCHEMES = ("int8",)
+FORMATS = ("int8", "int4", "fp8")
+SCHEMES = {"int8": {"linear": "int8", "experts": "int8"}, "int4": {"linear": "int4", "experts": "int4"},
+           "fp8": {"linear": "fp8", "experts": "fp8"}, "mixed": {"linear": "int8", "experts": "int4"}}
+DEFAULT_SCHEME = "mixed"
+SUFFIXES = {"int8": ("", "_scale"), "fp8": ("", "_scale"), "int4": ("", "_scale", "_zero")}
+GROUP_SIZES = (128, 64, 32)  # the default int4 group: the largest of these that divides every quantized width
+FP8_MAX = 448.0  # the largest float8_e4m3fn
+LINEARS = {"self_attn": ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp": ("gate_proj", "up_proj", "down_proj")}
 
 
-def int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(..., N, K) weights -> int8 (..., N, K) and the scales (..., N) in w's dtype: w ~ q * scale[..., None],
-    each row's largest |w| mapped to 127 (an all-zero row gets scale 1)."""
-    wf = w.float()
-    scale = wf.abs().amax(-1) / 127
+class QuantizationError(ValueError):
+    """A scheme, group size, device or quantized tensor that cannot be used; the message names it."""
+
+
+# --- formats --------------------------------------------------------------------------------------------------
+
+def parts(fmt: str, shape: tuple, group: int | None, dtype: torch.dtype) -> dict[str, tuple[tuple, torch.dtype]]:
+    """The stored tensors of a weight of `shape` (..., N, K): suffix -> (shape, dtype)."""
+    *lead, N, K = shape
+    if fmt == "int8":
+        return {"": (shape, torch.int8), "_scale": ((*lead, N), dtype)}
+    if fmt == "fp8":
+        return {"": (shape, torch.float8_e4m3fn), "_scale": ((*lead, N), dtype)}
+    return {"": ((*lead, N, K // 2), torch.uint8), "_scale": ((*lead, N, K // group), dtype),
+            "_zero": ((*lead, N, K // group), torch.uint8)}
+
+
+def quantize_tensor(w: torch.Tensor, fmt: str, group: int | None = None) -> dict[str, torch.Tensor]:
+    """Float weights (..., N, K) -> their stored tensors (see `parts`), scales in w's dtype. The integer codes
+    are computed with the scale as stored, so dequantizing reproduces what was rounded to."""
+    wf = w.float() if w.dtype != torch.float64 else w
+    if fmt in ("int8", "fp8"):
+        top = 127 if fmt == "int8" else FP8_MAX
+        scale = (wf.abs().amax(-1) / top).to(w.dtype)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        x = wf / scale.to(wf.dtype)[..., None]
+        q = x.round().clamp_(-127, 127).to(torch.int8) if fmt == "int8" else x.clamp_(-FP8_MAX, FP8_MAX).to(
+            torch.float8_e4m3fn)
+        return {"": q, "_scale": scale}
+    *lead, N, K = w.shape
+    g = wf.reshape(*lead, N, K // group, group)
+    lo, hi = g.amin(-1).clamp(max=0), g.amax(-1).clamp(min=0)  # the range holds 0, so the zero point is a code
+    scale = ((hi - lo) / 15).to(w.dtype)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = torch.round(wf / scale[..., None]).clamp_(-127, 127).to(torch.int8)
-    return q, scale.to(w.dtype)
+    s = scale.to(wf.dtype)
+    zero = (-lo / s).round().clamp_(0, 15)
+    q = ((g / s[..., None]).round() + zero[..., None]).clamp_(0, 15).to(torch.uint8).reshape(*lead, N, K)
+    return {"": q[..., 0::2] | (q[..., 1::2] << 4), "_scale": scale, "_zero": zero.to(torch.uint8)}
 
 
-class Int8Linear(nn.Module):
-    """A bias-free linear layer with int8 weights and a scale per output channel."""
+def dequantize(stored: dict[str, torch.Tensor], fmt: str, dtype: torch.dtype) -> torch.Tensor:
+    """The stored tensors of one weight (suffix -> tensor) -> its (..., N, K) values in `dtype`."""
+    q, scale = stored[""], stored["_scale"].to(dtype)
+    if fmt != "int4":
+        return q.to(dtype) * scale[..., None]
+    codes = torch.stack([q & 15, q >> 4], dim=-1).flatten(-2)  # (..., N, K)
+    *lead, N, K = codes.shape
+    groups = codes.view(*lead, N, scale.shape[-1], -1).to(dtype) - stored["_zero"].to(dtype)[..., None]
+    return (groups * scale[..., None]).view(*lead, N, K)
 
-    def __init__(self, linear: nn.Linear):
+
+def check_fp8_device(device) -> None:
+    """fp8 matmuls need a CUDA GPU of compute capability 8.9 or newer (or the CPU's own kernel)."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise QuantizationError(f"fp8 needs a GPU of compute capability 8.9 or newer; {device} has {major}.{minor}"
+                                " (use --quantize int8, int4 or mixed)")
+    if device.type not in ("cuda", "cpu", "meta"):
+        raise QuantizationError(f"fp8 is supported on CUDA (8.9+) and CPU devices, not {device.type}")
+
+
+# --- modules --------------------------------------------------------------------------------------------------
+
+class Quantized(nn.Module):
+    """A module whose weights `names` are held quantized: `store` quantizes float weights into them, `weight`
+    dequantizes one."""
+
+    def declare(self, name: str, shape: tuple, fmt: str, group: int | None, dtype: torch.dtype, device) -> None:
+        self.formats = {**getattr(self, "formats", {}), name: fmt}
+        self.shapes = {**getattr(self, "shapes", {}), name: shape}
+        self.group = group
+        for suffix, (s, dt) in parts(fmt, shape, group, dtype).items():
+            self.register_buffer(name + suffix, torch.empty(s, dtype=dt, device=device))
+
+    def stored(self, name: str) -> dict[str, torch.Tensor]:
+        return {suffix: getattr(self, name + suffix) for suffix in SUFFIXES[self.formats[name]]}
+
+    def store(self, name: str, w: torch.Tensor) -> None:
+        for suffix, t in quantize_tensor(w.detach(), self.formats[name], self.group).items():
+            self._buffers[name + suffix] = t  # on w's device
+
+    def weight_of(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        return dequantize(self.stored(name), self.formats[name], dtype)
+
+    def _apply(self, fn, recurse=True):
+        """`.to(dtype)` moves the scales to the new dtype but leaves the codes' dtypes (fp8 is a floating dtype
+        that a float conversion would otherwise replace; fp8 -> bf16 -> fp8 is exact)."""
+        kinds = {name: self._buffers[name].dtype for name in self.formats}
+        result = super()._apply(fn, recurse)
+        for name, dtype in kinds.items():
+            if self._buffers[name].dtype != dtype:
+                self._buffers[name] = self._buffers[name].to(dtype)
+        return result
+
+
+class QuantLinear(Quantized):
+    """A bias-free linear layer with quantized weights (buffers `weight`, `weight_scale`[, `weight_zero`])."""
+
+    def __init__(self, out_features: int, in_features: int, fmt: str, group: int | None, dtype, device):
         super().__init__()
-        if linear.bias is not None:
-            raise ValueError("Int8Linear quantizes bias-free linear layers only")
-        q, scale = int8_rows(linear.weight.detach())
-        self.register_buffer("qweight", q)
-        self.register_buffer("scale", scale)
+        self.declare("weight", (out_features, in_features), fmt, group, dtype, device)
 
-    def weight(self, dtype: torch.dtype) -> torch.Tensor:
-        """The dequantized (N, K) weights."""
-        return self.qweight.to(dtype) * self.scale.to(dtype)[:, None]
+    @classmethod
+    def of(cls, linear: nn.Linear, fmt: str, group: int | None) -> "QuantLinear":
+        if linear.bias is not None:
+            raise QuantizationError("only bias-free linear layers are quantized")
+        q = cls(linear.out_features, linear.in_features, fmt, group, linear.weight.dtype, linear.weight.device)
+        if not linear.weight.is_meta:
+            q.store("weight", linear.weight)
+        return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
+        shape, fmt = x.shape, self.formats["weight"]
         x2 = x.reshape(-1, shape[-1])
-        if x2.device.type == "cpu" and x2.dtype in (torch.float32, torch.bfloat16) and x2.dtype == self.scale.dtype:
-            y = torch._weight_int8pack_mm(x2.contiguous(), self.qweight, self.scale)
+        scale = self.weight_scale
+        fast = x2.dtype in (torch.float32, torch.bfloat16) and x2.dtype == scale.dtype
+        if fast and fmt == "int8" and x2.device.type == "cpu":
+            y = torch._weight_int8pack_mm(x2.contiguous(), self.weight, scale)
+        elif fast and fmt == "fp8" and shape[-1] % 16 == 0 and scale.shape[0] % 16 == 0 and (
+                x2.device.type == "cpu" or x2.dtype == torch.bfloat16):  # (CUDA's row-wise scaling: bf16 out)
+            # activations per row to fp8 (W8A8, the row scales applied to the output by the kernel)
+            xs = (x2.abs().amax(-1, keepdim=True).float() / FP8_MAX).clamp_(min=1e-12)
+            xq = (x2.float() / xs).to(torch.float8_e4m3fn)
+            y = torch._scaled_mm(xq, self.weight.t(), scale_a=xs, scale_b=scale.float()[None],
+                                 out_dtype=x2.dtype)
         else:
-            y = F.linear(x2, self.weight(x2.dtype))
+            y = F.linear(x2, self.weight_of("weight", x2.dtype))
         return y.view(*shape[:-1], y.shape[-1])
 
 
-class Int8Experts(Experts):
-    """`Experts` with int8 weights (a scale per expert and output row), dequantized for each pass."""
+class QuantExperts(Quantized, Experts):
+    """`Experts` with quantized 3-D weights, dequantized once per pass (one layer's experts at a time)."""
 
-    def __init__(self, experts: Experts):
+    def __init__(self, experts: Experts, fmt: str, group: int | None):
         nn.Module.__init__(self)
         self.aligned = experts.aligned
         for name in ("gate_up_proj", "down_proj"):
-            q, scale = int8_rows(getattr(experts, name).detach())
-            self.register_buffer(f"{name}_q", q)
-            self.register_buffer(f"{name}_scale", scale)
+            w = getattr(experts, name)
+            self.declare(name, tuple(w.shape), fmt, group, w.dtype, w.device)
+            if not w.is_meta:
+                self.store(name, w)
 
-    @property
-    def gate_up_proj(self) -> torch.Tensor:
-        return self.gate_up_proj_q.to(self.gate_up_proj_scale.dtype) * self.gate_up_proj_scale[..., None]
+    def weights(self, used: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The dequantized experts (E, 2I, H), (E, H, I); with `used`, only those experts, in that order."""
+        dtype = self.gate_up_proj_scale.dtype
+        pick = (lambda t: t) if used is None else (lambda t: t[used])
+        return tuple(dequantize({k: pick(t) for k, t in self.stored(name).items()}, self.formats[name], dtype)
+                     for name in ("gate_up_proj", "down_proj"))
 
-    @property
-    def down_proj(self) -> torch.Tensor:
-        return self.down_proj_q.to(self.down_proj_scale.dtype) * self.down_proj_scale[..., None]
+    def forward(self, x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor, rows: int = 1) -> torch.Tensor:
+        """Fewer assignments than experts (an AR token, a short prefill): only the experts in use are dequantized,
+        and the routing renumbered to them (the same products, a fraction of the work)."""
+        if index.numel() >= self.gate_up_proj.shape[0] or torch.compiler.is_compiling():
+            return super().forward(x, index, weights, rows)
+        used = index.unique()  # sorted
+        return self.routed(x, torch.searchsorted(used, index), weights, rows, *self.weights(used))
 
 
-def quantize_(model, scheme: str = "int8"):
-    """Quantize `model` in place (see the module docstring); returns it. Refuses an unknown scheme and a model
-    already quantized."""
+# --- models ---------------------------------------------------------------------------------------------------
+
+def targets(model):
+    """(module path, kind, inner width K) of every weight a scheme quantizes, layer by layer."""
+    for i, layer in enumerate(model.layers):
+        for part, names in LINEARS.items():
+            for name in names:
+                lin = getattr(getattr(layer, part), name)
+                if lin is not None:
+                    yield f"layers.{i}.{part}.{name}", "linear", lin.in_features
+        yield f"layers.{i}.experts", "experts", layer.experts.gate_up_proj.shape[-1]
+        yield f"layers.{i}.experts", "experts", layer.experts.down_proj.shape[-1]
+
+
+def resolve(model, scheme: str, group_size: int | None = None, device=None) -> dict:
+    """The model's `quantization` record for `scheme`: {"scheme", "formats", "group_size"}; checks the scheme,
+    an existing quantization, fp8 on the `device` it will run on (default: the model's) and the int4 group size
+    against every width it splits."""
     if scheme not in SCHEMES:
-        raise ValueError(f"unknown quantization scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+        raise QuantizationError(f"unknown quantization scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
     if getattr(model, "quantization", None):
-        raise ValueError(f"the model is already quantized ({model.quantization['scheme']}): quantize the "
-                         "original weights instead")
-    for layer in model.layers:
-        for module, names in ((layer.self_attn, ("q_proj", "k_proj", "v_proj", "o_proj")),
-                              (layer.mlp, ("gate_proj", "up_proj", "down_proj"))):
+        raise QuantizationError(f"the model is already quantized ({model.quantization['scheme']}): quantize the "
+                                "original weights instead")
+    formats = SCHEMES[scheme]
+    widths = {(path, k) for path, kind, k in targets(model) if formats[kind] == "int4"}
+    if "fp8" in formats.values():
+        check_fp8_device(model.device if device is None else device)
+    if not widths:
+        group_size = None
+    elif group_size is None:
+        group_size = next((g for g in GROUP_SIZES if all(k % g == 0 for _, k in widths)), None)
+        if group_size is None:
+            raise QuantizationError(f"no int4 group size of {', '.join(map(str, GROUP_SIZES))} divides every width "
+                                    f"({', '.join(sorted({str(k) for _, k in widths}))}): pass one that does")
+    else:
+        bad = next(((p, k) for p, k in sorted(widths) if group_size <= 0 or group_size % 2 or k % group_size), None)
+        if bad is not None:
+            raise QuantizationError(f"int4 group size {group_size} does not divide the width {bad[1]} of {bad[0]}"
+                                    " (an even divisor of every width is needed)")
+    return {"scheme": scheme, "formats": dict(formats), "group_size": group_size}
+
+
+def prepare(model, record: dict):
+    """Replace the quantized modules by `Quantized` ones (their float weights quantized where the model holds
+    real ones, left empty on the meta device for a loader to fill), layer by layer; returns the model."""
+    formats, group = record["formats"], record["group_size"]
+    for i, layer in enumerate(model.layers):
+        for part, names in LINEARS.items():
+            module = getattr(layer, part)
             for name in names:
                 if getattr(module, name) is not None:
-                    setattr(module, name, Int8Linear(getattr(module, name)))
-        layer.experts = Int8Experts(layer.experts)
-    model.quantization = {"scheme": scheme}
+                    setattr(module, name, QuantLinear.of(getattr(module, name), formats["linear"], group))
+        layer.experts = QuantExperts(layer.experts, formats["experts"], group)
+    model.quantization = dict(record)
     return model
+
+
+def quantize_(model, scheme: str = DEFAULT_SCHEME, group_size: int | None = None):
+    """Quantize a loaded model in place with `scheme` (see the module docstring); returns it."""
+    return prepare(model, resolve(model, scheme, group_size))
 
 
 def weight_stats(model) -> dict:
     """The model's weight bytes (what its state dict holds: parameters and persistent buffers, the vision tower's
-    included) and the share of its text weights (by element count) held quantized."""
-    tensors = model.state_dict(keep_vars=True)
-    scales = {f"{m}.{b}" for m, mod in model.named_modules() if isinstance(mod, (Int8Linear, Int8Experts))
-              for b, _ in mod.named_buffers(recurse=False) if b.endswith("scale")}
-    quantized = sum(t.numel() for t in tensors.values() if t.dtype == torch.int8)
-    total = sum(t.numel() for name, t in tensors.items() if name not in scales and not name.startswith("vision."))
-    return {"weight_bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
+    included) and the share of its text weights (by element count of the original weights) held quantized."""
+    quantized = total = 0
+    for name, t in model.state_dict(keep_vars=True).items():
+        if name.startswith("vision."):
+            continue
+        module, _, leaf = name.rpartition(".")
+        owner = model.get_submodule(module)
+        if isinstance(owner, Quantized) and leaf in owner.formats:
+            n = t.numel() * (2 if owner.formats[leaf] == "int4" else 1)
+            quantized += n
+            total += n
+        elif not isinstance(owner, Quantized):
+            total += t.numel()
+    return {"weight_bytes": sum(t.numel() * t.element_size() for t in model.state_dict(keep_vars=True).values()),
             "quantized_fraction": quantized / total}
+
+
+GROUP_HELP = "inputs per int4 group (default: the largest of 128, 64, 32 that divides every width)"
+
+
+def add_quantize_args(p, verb: str = "quantize the weights while loading") -> None:
+    """--quantize [SCHEME] and --group-size, the same on every command that loads a model."""
+    p.add_argument("--quantize", nargs="?", const=DEFAULT_SCHEME, choices=list(SCHEMES), default=None,
+                   metavar="SCHEME", help=f"{verb}, weight-only: int8 (per output channel), int4 (groups with a "
+                   "scale and zero point), fp8 (e4m3 per row, GPUs of compute capability 8.9+ and CPUs) or mixed "
+                   f"(int4 experts, int8 attention and dense MLP); --quantize alone means {DEFAULT_SCHEME} "
+                   "(default: off)")
+    p.add_argument("--group-size", type=int, default=None, help=GROUP_HELP)

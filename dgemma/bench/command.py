@@ -12,10 +12,11 @@ from pathlib import Path
 
 import torch
 
-from .hardware import machine_description, measure_bandwidth, measure_matmul, step_floor, timed
+from .hardware import machine_description, measure_bandwidth, measure_matmul, peak_rss_bytes, step_floor, timed
 from .measure import (STOP_IDS, reference_generate, build_models, compare_sequences, make_prompt, measure_ar,
                       measure_dgemma, measure_prefill, measure_reference, measure_step, paired_times,
                       reference_available)
+from ..quantize import add_quantize_args
 from .report import MARKDOWN, PLOTS_DIR, RESULTS_DIR, format_table, save_result, write_markdown
 
 
@@ -35,17 +36,21 @@ def run_bench(args) -> dict:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = _dtype(args.dtype)
     t_start = time.perf_counter()
-    want_ref = args.reference != "off" and reference_available()
+    if args.quantize and args.reference == "on":
+        raise ValueError("--quantize runs without the reference (it has no quantized weights to share): drop "
+                         "--reference on")
+    want_ref = args.reference != "off" and reference_available() and not args.quantize
     if args.reference == "on" and not want_ref:
         raise ModuleNotFoundError("--reference on, but transformers (with DiffusionGemma) is not installed")
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if not args.quiet else (lambda *a: None)
 
     result = {
-        "name": args.name or f"{args.model}-{device.type}-{args.dtype}",
+        "name": args.name or f"{args.model}-{device.type}-{args.dtype}" + (f"-{args.quantize}" if args.quantize
+                                                                            else ""),
         "command": command_line(args),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_description(device), "device": device.type, "model": args.model, "dtype": args.dtype,
-        "compile": args.compile,
+        "compile": args.compile, "quantize": args.quantize,
         "batch": args.batch, "prompt_length": args.prompt_length, "new_tokens": args.new_tokens,
         "steps": args.steps, "seed": args.seed, "reps": args.reps,
         "note": "random weights never stop early: every canvas runs the fixed number of steps given",
@@ -59,11 +64,20 @@ def run_bench(args) -> dict:
         # whether --dtype bf16 would pay off here: without AVX512-BF16/AMX, bf16 matmuls are emulated
         result["machine_rates"]["matmul_bf16"] = measure_matmul(device, torch.bfloat16, max_seconds=1.0)
 
-    ours, ref = build_models(args.model, dtype, device, seed=args.seed, with_reference=want_ref)
+    if args.quantize:
+        log(f"bench: building {args.model} quantized ({args.quantize}) weight by weight ...")
+    ours, ref = build_models(args.model, dtype, device, seed=args.seed, with_reference=want_ref,
+                             quantize=args.quantize, group_size=args.group_size)
     config = ours.config
     L = config.canvas_length
     prompt = make_prompt(args.batch, args.prompt_length, config.vocab_size, args.seed, device)
-    bpp = torch.finfo(dtype).bits / 8
+    bpp = torch.finfo(dtype).bits / 8  # activations and KV cache
+    if args.quantize:
+        from ..quantize import weight_stats
+        result["weights"] = {**ours.quantization, **weight_stats(ours)}
+        result["peak_rss_bytes_after_build"] = peak_rss_bytes()
+    # the weights' bytes per parameter (quantized: their average over the text model)
+    wbpp = result["weights"]["weight_bytes"] / config.num_parameters() if args.quantize else bpp
 
     log("bench: dgemma prefill and generation ...")
     result["prefill_s"] = measure_prefill(ours, prompt, reps=args.reps, compile=args.compile)
@@ -138,20 +152,22 @@ def run_bench(args) -> dict:
     if mm2["flops_per_s"] > mm["flops_per_s"]:
         mm["flops_per_s"], mm["best_shape"] = mm2["flops_per_s"], mm2["best_shape"]
     result["machine_rates"]["bandwidth_bytes_per_s"] = bw
-    floor = step_floor(config, args.batch, L, args.prompt_length, bpp, bw, mm["flops_per_s"])
+    floor = step_floor(config, args.batch, L, args.prompt_length, wbpp, bw, mm["flops_per_s"], kv_bytes_per_elem=bpp)
     dg = result["dgemma"]
     dg["floor"] = floor.as_dict()
     dg["step_over_floor"] = dg["step_s"] / floor.seconds
     dg["forward_over_floor"] = dg["forward_s"] / floor.seconds
     if "ar" in result:
         a = result["ar"]
-        af = step_floor(config, args.batch, 1, args.prompt_length, bpp, bw, mm["flops_per_s"], decoder=False)
+        af = step_floor(config, args.batch, 1, args.prompt_length, wbpp, bw, mm["flops_per_s"], decoder=False,
+                        kv_bytes_per_elem=bpp)
         a["floor"] = af.as_dict()
         a["token_over_floor"] = a["token_latency_s"] / af.seconds
 
     if args.scaling:
-        result["scaling"] = run_scaling(ours, args, bw, mm["flops_per_s"], bpp, log, t_start)
+        result["scaling"] = run_scaling(ours, args, bw, mm["flops_per_s"], (wbpp, bpp), log, t_start)
     result["wall_s"] = time.perf_counter() - t_start
+    result["peak_rss_bytes"] = peak_rss_bytes()
     return result
 
 
@@ -159,8 +175,8 @@ def _parse_list(s: str) -> list[int]:
     return [int(x) for x in s.split(",") if x.strip()]
 
 
-def run_scaling(model, args, bw, rate, bpp, log, t_start) -> dict:
-    """Per-step latency against batch, canvas length and prompt length; prefill against prompt length; whole
+def run_scaling(model, args, bw, rate, bpp: tuple[float, float], log, t_start) -> dict:
+    """`bpp`: bytes per weight parameter and per activation/KV element. Per-step latency against batch, canvas length and prompt length; prefill against prompt length; whole
     generation time against the number of steps. Each sweep stops early once the time budget is spent."""
     config, L, out = model.config, model.config.canvas_length, {}
     budget = args.budget
@@ -169,7 +185,7 @@ def run_scaling(model, args, bw, rate, bpp, log, t_start) -> dict:
         return budget and time.perf_counter() - t_start > budget
 
     def floor_s(batch, canvas, ctx):
-        return step_floor(config, batch, canvas, ctx, bpp, bw, rate).seconds
+        return step_floor(config, batch, canvas, ctx, bpp[0], bw, rate, kv_bytes_per_elem=bpp[1]).seconds
 
     sweeps = {
         "batch": [(b, L, args.prompt_length) for b in _parse_list(args.batches)],
@@ -270,6 +286,7 @@ def register(sub) -> None:
     p.add_argument("--markdown-only", action="store_true", help="only regenerate the markdown from saved results")
     p.add_argument("--results-dir", default=str(RESULTS_DIR), help="where result JSON files are saved and read")
     p.add_argument("--plots-dir", default=str(PLOTS_DIR), help="where the PNG plots are written")
+    add_quantize_args(p, "benchmark dgemma with quantized weights (the reference and its checks are skipped)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
 
@@ -289,6 +306,8 @@ def command_line(args) -> str:
         parts.append("--reference-compile")
     if args.compile:
         parts.append("--compile")
+    if args.quantize:
+        parts += ["--quantize", args.quantize] + (["--group-size", args.group_size] if args.group_size else [])
     if not args.exact_check:
         parts.append("--no-exact-check")
     if args.scaling:

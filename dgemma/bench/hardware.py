@@ -51,6 +51,16 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def peak_rss_bytes() -> int:
+    """The process's peak resident set size so far (Linux: VmHWM)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 class PeakMemory(contextlib.AbstractContextManager):
     """Peak memory during a block: CUDA's allocator peak, or on CPU the peak resident set size sampled every
     2 ms by a thread. `extra` is the peak minus the level at entry (what the block itself added)."""
@@ -253,6 +263,10 @@ def forward_cost(config: ModelConfig, batch: int, new_tokens: int, context: int,
 
 
 def step_floor(config: ModelConfig, batch: int, canvas: int, context: int, bytes_per_param: float,
-               bandwidth: float, flops_per_s: float, decoder: bool = True) -> Floor:
-    w, kv, f = forward_cost(config, batch, canvas, context, bytes_per_param, decoder=decoder)
+               bandwidth: float, flops_per_s: float, decoder: bool = True,
+               kv_bytes_per_elem: float | None = None) -> Floor:
+    """`bytes_per_param`: of the weights (quantized: their average); `kv_bytes_per_elem`: of the KV cache
+    (default the same)."""
+    w, kv, f = forward_cost(config, batch, canvas, context, bytes_per_param, decoder=decoder,
+                            kv_bytes_per_elem=kv_bytes_per_elem)
     return Floor(w, kv, f, (w + kv) / bandwidth, f / flops_per_s)

@@ -27,16 +27,21 @@ def reference_available() -> bool:
     return True
 
 
-def build_models(model_id: str, dtype: torch.dtype, device, seed: int = 0, with_reference: bool = True):
+def build_models(model_id: str, dtype: torch.dtype, device, seed: int = 0, with_reference: bool = True,
+                 quantize: str | None = None, group_size: int | None = None):
     """(ours, reference or None). A preset gets random weights from `seed`; with a reference, the reference is
-    built (or loaded) first and ours takes its tensors, so both run on the very same weights in one copy."""
+    built (or loaded) first and ours takes its tensors, so both run on the very same weights in one copy.
+    `quantize` (without a reference): ours quantized weight by weight as it is built."""
     from ..checkpoint import from_reference_key, build_model, _assign
     from ..model import DiffusionGemma
     from ..commands.info import load_config
 
     dev = torch.device(device)
     if not with_reference:
-        return DiffusionGemma.from_pretrained(model_id, dtype=dtype, device=dev, seed=seed), None
+        return DiffusionGemma.from_pretrained(model_id, dtype=dtype, device=dev, seed=seed, quantize=quantize,
+                                              group_size=group_size), None
+    if quantize:
+        raise ValueError("a quantized model is built without the reference")
     import transformers
     from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
     transformers.logging.set_verbosity_error()

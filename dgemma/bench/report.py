@@ -29,6 +29,11 @@ def summary_rows(r: dict) -> list[tuple[str, str, str]]:
     """(metric, dgemma, comparison) rows of the comparison table."""
     d, rows = r["dgemma"], []
     ref, ar = r.get("reference"), r.get("ar")
+    if r.get("weights"):
+        w = r["weights"]
+        rows.append(("quantized weights", f"{w['scheme']}: {_si(w['weight_bytes'], 'B')}",
+                     f"{100 * w['quantized_fraction']:.1f}% of the text weights quantized; process peak after "
+                     f"building {_si(r['peak_rss_bytes_after_build'], 'B')}"))
     rows.append(("prefill latency", _ms(r["prefill_s"]), ""))
     rows.append(("denoising step (median)", _ms(d["step_s"]),
                  f"floor {_ms(d['floor']['seconds'])} ({d['floor']['bound']}-bound): {d['step_over_floor']:.2f}x"))

@@ -15,7 +15,7 @@ import torch
 from ..checkpoint import parse_dtype
 from ..engine import CanvasEvent, Engine, GenerateOutput, GenerationConfig, StepEvent
 from ..model import DiffusionGemma
-from ..quantize import SCHEMES
+from ..quantize import add_quantize_args
 from ..sampling import SAMPLERS
 from ..vision import SOFT_TOKEN_BUDGETS
 
@@ -36,8 +36,7 @@ def add_model_args(p) -> None:
                    help="hub revision of --model: a branch, tag or commit (default: main)")
     p.add_argument("--dtype", default="float32", help="weights dtype: float32, bfloat16 or float16 (default float32)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    p.add_argument("--quantize", choices=SCHEMES, default=None,
-                   help="quantize the weights once loaded: int8 (weight-only, per output channel; default: off)")
+    add_quantize_args(p)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 
 
@@ -86,7 +85,7 @@ def load(args):
         raise CommandError(f"{directory} has no tokenizer.json; text commands need the checkpoint's tokenizer")
     tokenizer = Tokenizer.from_dir(directory)
     model = DiffusionGemma.from_pretrained(directory, dtype=parse_dtype(args.dtype), device=args.device,
-                                           quantize=args.quantize)
+                                           quantize=args.quantize, group_size=args.group_size)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise CommandError(f"{directory}: tokenizer has {tokenizer.vocab_size} tokens but the model only "
                            f"{model.config.vocab_size}")

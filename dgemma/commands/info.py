@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from ..cache import KVCache
-from ..checkpoint import CONFIG, parse_dtype
+from ..checkpoint import CONFIG, parse_dtype, read_quantization
 from ..config import FULL, ModelConfig, get_preset
-from ..quantize import SCHEMES
+from ..quantize import add_quantize_args
 
 BYTES_PER_PARAM = {"bf16": 2.0, "fp8": 1.0, "int4": 0.5}
 
@@ -59,15 +59,22 @@ def vision_summary(config: ModelConfig, model: str) -> dict:
                        "pooling_kernel_size": v.pooling_kernel_size}}
 
 
-def quantized_weights(config: ModelConfig, scheme: str) -> dict:
-    """{"scheme", "weight_bytes", "quantized_fraction"} of the model quantized from bf16, counted on the meta
-    device (nothing is allocated)."""
+def quantized_weights(config: ModelConfig, scheme: str | None, group_size: int | None = None,
+                      stored: dict | None = None, vision: bool = True) -> dict:
+    """{"scheme", "group_size", "weight_bytes", "quantized_fraction"} of the model quantized from bf16 with
+    `scheme`, or as a quantized checkpoint `stored` it, counted on the meta device (nothing is allocated);
+    `vision`: whether the weights include the config's vision tower."""
     import torch
 
     from ..checkpoint import build_model
     from ..model import DiffusionGemma
-    from ..quantize import quantize_, weight_stats
-    return {"scheme": scheme, **weight_stats(quantize_(build_model(DiffusionGemma, config, torch.bfloat16), scheme))}
+    from ..quantize import prepare, resolve, weight_stats
+    model = build_model(DiffusionGemma, config, torch.bfloat16)
+    if not vision:
+        model.vision = None
+    record = stored or resolve(model, scheme, group_size)
+    return {"scheme": record["scheme"], "group_size": record["group_size"],
+            **weight_stats(prepare(model, record))}
 
 
 def run(args) -> int:
@@ -83,8 +90,12 @@ def run(args) -> int:
                              f"{config.max_position_embeddings} tokens")
         info["kv_cache_bytes"] = KVCache.nbytes(config, args.batch, args.context, parse_dtype(args.dtype))
         info["kv_cache"] = {"context": args.context, "batch": args.batch, "dtype": args.dtype}
-    if args.quantize is not None:
-        info["quantized"] = quantized_weights(config, args.quantize)
+    stored = read_quantization(Path(args.model)) if (Path(args.model) / CONFIG).is_file() else None
+    if stored is not None and args.quantize is not None:
+        raise ValueError(f"{args.model}: already quantized ({stored['scheme']}); --quantize applies to float weights")
+    if stored is not None or args.quantize is not None:
+        info["quantized"] = quantized_weights(config, args.quantize, args.group_size, stored,
+                                              vision=info["vision_parameters"] > 0)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -115,8 +126,9 @@ def run(args) -> int:
               f"{cached['weight_bytes_on_disk'] / 2**30:.2f} GiB on disk")
     if "quantized" in info:
         q = info["quantized"]
-        print(f"quantized        {q['scheme']}: {q['weight_bytes'] / 2**30:.2f} GiB, "
-              f"{100 * q['quantized_fraction']:.1f}% of the weights quantized (the rest bf16)")
+        group = f", int4 groups of {q['group_size']}" if q["group_size"] else ""
+        print(f"quantized        {q['scheme']}{group}: {q['weight_bytes'] / 2**30:.2f} GiB with the rest in bf16 "
+              f"(vision tower included), {100 * q['quantized_fraction']:.1f}% of the text weights quantized")
     if "kv_cache_bytes" in info:
         n = info["kv_cache_bytes"]
         print(f"KV cache         {n / 2**30:.2f} GiB for {args.context:,} tokens x batch {args.batch} in {args.dtype} "
@@ -136,8 +148,7 @@ def register(sub) -> None:
                    help="also print the KV cache's bytes (JSON: kv_cache_bytes) for this many tokens per sequence")
     p.add_argument("--batch", type=int, default=1, help="sequences held by that KV cache (default 1)")
     p.add_argument("--dtype", default="bf16", help="dtype of that KV cache: bf16, fp16, fp32 or fp64 (default bf16)")
-    p.add_argument("--quantize", choices=SCHEMES, default=None,
-                   help="also print the weight bytes and the quantized share of the weights with this scheme "
-                        "(JSON: quantized.weight_bytes, quantized.quantized_fraction)")
+    add_quantize_args(p, "also print the weight bytes and the quantized share of the text weights (JSON: "
+                      "quantized.weight_bytes, quantized.quantized_fraction) with this scheme")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)

@@ -37,7 +37,7 @@ def run(args) -> int:
                         context_length=args.context_length, lock_after=args.lock_after, api_key=args.api_key,
                         prefix_cache=args.prefix_cache,
                         dtype=args.dtype, startup_delay=args.startup_delay, device=args.device, compile=args.compile,
-                        quantize=args.quantize, image_dir=args.image_dir,
+                        quantize=args.quantize, group_size=args.group_size, image_dir=args.image_dir,
                         request_timeout=args.request_timeout, exit_on_load_error=args.exit_on_load_error)
     config = uvicorn.Config(create_app(state), host=args.host, port=args.port, log_level=args.log_level,
                             timeout_graceful_shutdown=2)
@@ -81,7 +81,7 @@ def _draining_server():
 
 
 def register(sub) -> None:
-    from ..quantize import SCHEMES
+    from ..quantize import add_quantize_args
     p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (continuous batching, infill, live drafts)",
                        description="Serve a checkpoint over an OpenAI-compatible API: /v1/models, /v1/completions "
                        "(suffix = infill), /v1/chat/completions, SSE streaming, llama.cpp-style /infill, /tokenize, "
@@ -109,8 +109,7 @@ def register(sub) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="weights dtype (default float32)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    p.add_argument("--quantize", choices=SCHEMES, default=None,
-                   help="quantize the weights once loaded: int8 (weight-only, per output channel; default: off)")
+    add_quantize_args(p)
     p.add_argument("--compile", action="store_true", help="run the engine's compiled step (torch.compile; the first "
                    "requests of each batch size pay for compiling)")
     p.add_argument("--image-dir", default=None, metavar="DIR",

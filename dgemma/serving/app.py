@@ -42,7 +42,8 @@ class ServerState:
                  prefix_cache: int = 4,
                  dtype: str = "float32", startup_delay: float = 0.0, device: str | None = None,
                  compile: bool = False, request_timeout: float | None = None, exit_on_load_error: bool = False,
-                 quantize: str | None = None, image_dir: str | None = None):
+                 quantize: str | None = None, group_size: int | None = None,
+                 image_dir: str | None = None):
         self.model_dir, self.api_key, self.request_timeout = model_dir, api_key, request_timeout
         self.exit_on_load_error = exit_on_load_error
         self.image_dir = Path(image_dir) if image_dir else None  # where image_url parts may name local files
@@ -52,6 +53,7 @@ class ServerState:
         self.kw = dict(max_batch=max_batch, max_queue=max_queue, context_length=context_length,
                        lock_after=lock_after, compile=compile, prefix_cache=prefix_cache)
         self.dtype, self.startup_delay, self.device, self.quantize = dtype, startup_delay, device, quantize
+        self.group_size = group_size
         self.status, self.load_error = "loading", None
         self.engine: BatchEngine | None = None
         self.tokenizer = None
@@ -70,7 +72,7 @@ class ServerState:
             path = Path(self.model_dir)
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
             model = DiffusionGemma.from_pretrained(self.model_dir, dtype=getattr(torch, self.dtype), device=device,
-                                                   quantize=self.quantize)
+                                                   quantize=self.quantize, group_size=self.group_size)
             self.tokenizer = (Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file()
                               else Tokenizer.from_file(default_tokenizer_path()))
             if self.tokenizer.vocab_size > model.config.vocab_size:
