@@ -10,6 +10,7 @@ regenerates BENCHMARKS.md. Designed to finish within 10 minutes on one 80 GB GPU
 copy shared by both implementations).
 
     python bench/cuda_26b.py                       # the real thing (needs a GPU)
+    python bench/cuda_26b.py --quantize fp8        # fp8 or mixed weights, drawn quantized (no reference)
     python bench/cuda_26b.py --model small --device cpu --dtype fp32 --prompt 256 --batches 1 --no-save
                                                    # the same code path at a scaled-down shape, for testing
 """
@@ -33,9 +34,13 @@ from dgemma.bench import hardware, measure, report  # noqa: E402
 from dgemma.checkpoint import parse_dtype  # noqa: E402
 
 
-def build(model_id: str, dtype, device, with_reference: bool, log):
+def build(model_id: str, dtype, device, with_reference: bool, log, quantize: str | None = None):
     """The reference model first (random init on the device), dgemma sharing its tensors; dgemma alone without
-    transformers. Large presets are built on the meta device and materialised on the device in `dtype`."""
+    transformers. Large presets are built on the meta device and materialised on the device in `dtype`
+    (`quantize`: each weight quantized as it is drawn, no reference)."""
+    if quantize:
+        from dgemma.model import DiffusionGemma
+        return DiffusionGemma.from_pretrained(model_id, dtype=dtype, device=device, quantize=quantize).eval(), None
     if with_reference:
         try:
             return measure.build_models(model_id, dtype, device, seed=0, with_reference=True)
@@ -82,6 +87,8 @@ def main(argv=None) -> int:
     p.add_argument("--eager", action="store_true",
                    help="run dgemma's decoder eagerly (default: compiled, with CUDA graphs on GPU)")
     p.add_argument("--no-reference", action="store_true", help="skip transformers' generate even when installed")
+    p.add_argument("--quantize", choices=("int8", "int4", "fp8", "mixed"), default=None,
+                   help="quantized weights (dgemma.quantize; fp8 needs compute capability 8.9+); skips the reference")
     p.add_argument("--deadline", type=float, default=540, help="seconds after which remaining parts are skipped")
     p.add_argument("--reference-reserve", type=float, default=150,
                    help="start a reference measurement only with at least this many seconds before the deadline")
@@ -102,7 +109,7 @@ def main(argv=None) -> int:
               "section). Use --device cpu with a small --model to exercise the script.", file=sys.stderr)
         return 2
     torch.backends.cuda.matmul.allow_tf32 = True
-    with_ref = not args.no_reference and measure.reference_available()
+    with_ref = not args.no_reference and not args.quantize and measure.reference_available()
     log(f"machine: {hardware.machine_description(device)}")
     bw = hardware.measure_bandwidth(device)
     from dgemma.commands.info import load_config
@@ -113,10 +120,14 @@ def main(argv=None) -> int:
     log(f"bandwidth {bw / 1e9:.0f} GB/s, {mm['dtype']} matmul {mm['flops_per_s'] / 1e12:.1f} TFLOP/s "
         f"(best at {mm['best_shape']})")
 
-    model, ref = build(args.model, dtype, device, with_ref, log)
-    log(f"built {args.model} ({sum(p.numel() for p in model.parameters()) / 1e9:.2f}e9 parameters, {dtype})"
+    model, ref = build(args.model, dtype, device, with_ref, log, args.quantize)
+    log(f"built {args.model} ({cfg.num_parameters() / 1e9:.2f}e9 parameters, {dtype}"
+        + (f", {args.quantize}" if args.quantize else "") + ")"
         + (" and the reference on the same tensors" if ref is not None else ""))
-    bpp = torch.finfo(dtype).bits / 8
+    kv_bpp = torch.finfo(dtype).bits / 8
+    from dgemma.quantize import weight_stats
+    weights = weight_stats(model)
+    bpp = weights["weight_bytes"] / cfg.num_parameters() if args.quantize else kv_bpp  # of the weights
     L = cfg.canvas_length
     rows, errors = [], []
 
@@ -136,7 +147,7 @@ def main(argv=None) -> int:
         row["prefill_s"] = measure.measure_prefill(model, prompt, reps=2)
         s = measure.measure_step(model, B, L, args.prompt, reps=args.reps, compile=not args.eager)
         row.update(forward_s=s["forward_s"], sampling_s=s["sampling_s"])
-        floor = hardware.step_floor(cfg, B, L, args.prompt, bpp, bw, mm["flops_per_s"])
+        floor = hardware.step_floor(cfg, B, L, args.prompt, bpp, bw, mm["flops_per_s"], kv_bytes_per_elem=kv_bpp)
         row["floor_s"], row["floor"] = floor.seconds, floor.as_dict()
         d = measure.measure_dgemma(model, prompt, new_tokens=L, steps=args.steps, seed=0, reps=1, compile=not args.eager)
         row.update(step_s=d["step_s"], generate_s=d["total_s"], bookkeeping_s=d["bookkeeping_s"],
@@ -149,7 +160,8 @@ def main(argv=None) -> int:
     def ar_part(row, prompt):
         log(f"batch {row['batch']}: AR decoding")
         a = measure.measure_ar(model, prompt, new_tokens=args.ar_tokens, reps=1)
-        af = hardware.step_floor(cfg, row["batch"], 1, args.prompt, bpp, bw, mm["flops_per_s"], decoder=False)
+        af = hardware.step_floor(cfg, row["batch"], 1, args.prompt, bpp, bw, mm["flops_per_s"], decoder=False,
+                                 kv_bytes_per_elem=kv_bpp)
         row.update(ar_token_s=a["token_latency_s"], ar_tokens_per_s=a["decode_tokens_per_s"], ar_floor_s=af.seconds)
         log(f"  AR token {a['token_latency_s'] * 1e3:.1f} ms, floor {af.seconds * 1e3:.1f} ms")
 
@@ -189,7 +201,8 @@ def main(argv=None) -> int:
         row.pop("_sequences", None)
 
     result = {
-        "kind": "cuda-26b", "name": "cuda-26b" if args.model == "diffusiongemma-26b-a4b" else f"cuda-{args.model}",
+        "kind": "cuda-26b", "name": ("cuda-26b" if args.model == "diffusiongemma-26b-a4b" else f"cuda-{args.model}")
+        + (f"-{args.quantize}" if args.quantize else ""), "quantize": args.quantize, "weights": weights,
         "command": "python bench/cuda_26b.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": hardware.machine_description(device),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
