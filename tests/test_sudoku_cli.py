@@ -48,6 +48,11 @@ def test_solve_prints_grid_and_verify_reports_validity(model_dir):
     assert answer["valid"] == S.is_valid_solution(cells, S.parse_grid(HARD))
     # clamped givens always survive
     assert all(a == p for a, p in zip(answer["solution"], HARD) if p != "0")
+    # quantized while loading (the quality benchmark's path): the same answer whether quantized here or in Python
+    run = dgemma(HARD, "--model", str(model_dir), "--steps", "4", "--json", "--quantize", "int4", "--seed", "1")
+    model = DiffusionGemma.from_pretrained(model_dir, quantize="int4").eval()
+    ours = solve_batch(model, [S.parse_grid(HARD)], "diffusion", cfg=decoding_config(model, steps=4), seed=1)[0][0]
+    assert json.loads(run.stdout)["solution"] == "".join(str(c) if c else "." for c in ours)
 
 
 def test_tries_keep_the_first_valid_answer(model_dir, monkeypatch, capsys):

@@ -28,6 +28,7 @@ from .code_corpus.family import Variant, passes
 from ..commands.generate import python_parses
 from ..engine import Engine, GenerationConfig
 from ..model import DiffusionGemma
+from ..quantize import SCHEMES
 
 TASKS = ("complete", "complete+doc", "infill-body", "infill-line")
 METHODS = {"complete": ("diffusion", "ar"), "complete+doc": ("diffusion", "ar"),
@@ -108,11 +109,12 @@ def same(a: str, b: str) -> bool:
     return [x.rstrip() for x in a.strip("\n").split("\n")] == [x.rstrip() for x in b.strip("\n").split("\n")]
 
 
-def evaluate(model_dir: str, n: int, kinds, steps: int | None, seed: int = 0, progress: bool = True) -> list[dict]:
+def evaluate(model_dir: str, n: int, kinds, steps: int | None, seed: int = 0, progress: bool = True,
+             quantize: str | None = None) -> list[dict]:
     from tqdm import tqdm
 
     from ..tokenizer import Tokenizer
-    model = DiffusionGemma.from_pretrained(model_dir).eval()
+    model = DiffusionGemma.from_pretrained(model_dir, quantize=quantize).eval()
     tok = Tokenizer.from_dir(model_dir)
     engine = Engine(model)
     cfg = GenerationConfig.from_checkpoint(model.generation_defaults, max_new_tokens=2 * model.config.canvas_length,
@@ -146,6 +148,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=None,
                    help="maximum denoising steps per canvas (default: the checkpoint's)")
     p.add_argument("--seed", type=int, default=0, help="task sampling and generation seed (default 0)")
+    p.add_argument("--quantize", choices=list(SCHEMES), default=None,
+                   help="quantize the weights while loading (dgemma.quantize; default: off)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--save", metavar="NAME", default=None,
@@ -156,7 +160,7 @@ def main(argv=None) -> int:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    rows = evaluate(args.model, args.tasks, args.kinds, args.steps, args.seed)
+    rows = evaluate(args.model, args.tasks, args.kinds, args.steps, args.seed, quantize=args.quantize)
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
     if args.save:
         from ..bench.report import save_table

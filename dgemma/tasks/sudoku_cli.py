@@ -11,6 +11,7 @@ import torch
 
 from ..engine import GenerationConfig, StepEvent
 from ..model import DiffusionGemma
+from ..quantize import add_quantize_args
 from ..sampling import SAMPLERS
 from . import sudoku as S
 from .sudoku_decoding import METHODS, decoding_config, load_model, solve_checked
@@ -24,7 +25,7 @@ def args_config(model: DiffusionGemma, args) -> GenerationConfig:
 
 def run_solve(args) -> int:
     puzzle = S.parse_puzzle(args.puzzle)  # SudokuError is a ValueError: one line, exit 2
-    model = load_model(args.model)
+    model = load_model(args.model, args.quantize, args.group_size)
 
     def print_step(event: StepEvent):
         grid = S.decode_solution(event.draft[0].tolist())
@@ -75,7 +76,7 @@ def run_file(args) -> int:
     good = [i for i, p in enumerate(puzzles) if p is not None]
     answers = [""] * len(puzzles)
     if good:
-        model = load_model(args.model)
+        model = load_model(args.model, args.quantize, args.group_size)
         cfg, seed = args_config(model, args), args.seed or 0
         with tqdm(total=len(good), desc="solving", unit="puzzle", file=sys.stderr, disable=None) as bar:
             for start in range(0, len(good), args.batch):
@@ -133,7 +134,7 @@ def table_rows(row: dict) -> list[list]:
 
 
 def run_eval(args) -> int:
-    model = load_model(args.model)
+    model = load_model(args.model, args.quantize, args.group_size)
     if args.threads:
         torch.set_num_threads(args.threads)
     runs = [(model, m, m) for m in ([args.method] if args.method else METHODS)]
@@ -253,6 +254,7 @@ def register(sub) -> None:
                    "are chosen")
     p.add_argument("--batch", type=int, default=100,
                    help="puzzles solved side by side in --eval and --file (default 100)")
+    add_quantize_args(p)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--save", metavar="NAME", default=None,
                    help="with --eval: also save the table as bench/results/NAME.json for BENCHMARKS.md")

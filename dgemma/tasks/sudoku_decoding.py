@@ -21,11 +21,11 @@ BUNDLED = Path(__file__).resolve().parent.parent / "assets" / "sudoku"
 METHODS = ("diffusion", "ar")  # block diffusion; left-to-right decoding of the same checkpoint's encoder
 
 
-def load_model(path: str | None) -> DiffusionGemma:
+def load_model(path: str | None, quantize: str | None = None, group_size: int | None = None) -> DiffusionGemma:
     directory = Path(path) if path else BUNDLED
     if not directory.is_dir():
         raise ValueError(f"model directory {directory} does not exist")
-    model = DiffusionGemma.from_pretrained(directory).eval()
+    model = DiffusionGemma.from_pretrained(directory, quantize=quantize, group_size=group_size).eval()
     if model.config.vocab_size != S.VOCAB_SIZE or model.config.canvas_length != 81:
         raise ValueError(f"{directory} is not a sudoku model (vocab {model.config.vocab_size}, canvas "
                          f"{model.config.canvas_length}; expected {S.VOCAB_SIZE} and 81)")
