@@ -35,6 +35,7 @@ DEFAULT_SCHEME = "mixed"
 SUFFIXES = {"int8": ("", "_scale"), "fp8": ("", "_scale"), "int4": ("", "_scale", "_zero")}
 GROUP_SIZES = (128, 64, 32)  # the default int4 group: the largest of these that divides every quantized width
 FP8_MAX = 448.0  # the largest float8_e4m3fn
+STORE_CHUNK = 1 << 24  # elements quantized at a time
 LINEARS = {"self_attn": ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp": ("gate_proj", "up_proj", "down_proj")}
 
 
@@ -79,14 +80,18 @@ def quantize_tensor(w: torch.Tensor, fmt: str, group: int | None = None) -> dict
 
 
 def dequantize(stored: dict[str, torch.Tensor], fmt: str, dtype: torch.dtype) -> torch.Tensor:
-    """The stored tensors of one weight (suffix -> tensor) -> its (..., N, K) values in `dtype`."""
+    """The stored tensors of one weight (suffix -> tensor) -> its (..., N, K) values in `dtype`. One new tensor
+    of the result's size, then in-place steps: a layer of the released experts is 1 GB in bf16."""
     q, scale = stored[""], stored["_scale"].to(dtype)
     if fmt != "int4":
-        return q.to(dtype) * scale[..., None]
-    codes = torch.stack([q & 15, q >> 4], dim=-1).flatten(-2)  # (..., N, K)
-    *lead, N, K = codes.shape
-    groups = codes.view(*lead, N, scale.shape[-1], -1).to(dtype) - stored["_zero"].to(dtype)[..., None]
-    return (groups * scale[..., None]).view(*lead, N, K)
+        return q.to(dtype).mul_(scale[..., None])
+    codes = torch.empty(*q.shape, 2, dtype=dtype, device=q.device)  # (..., N, K/2, 2): low and high nibbles
+    codes[..., 0].copy_(q & 15)  # (cast while copying; the only other temporary is one byte per code pair)
+    codes[..., 1].copy_(q >> 4)
+    *lead, N, half, _ = codes.shape
+    groups = codes.view(*lead, N, scale.shape[-1], -1)
+    groups.sub_(stored["_zero"].to(dtype)[..., None]).mul_(scale[..., None])
+    return groups.view(*lead, N, 2 * half)
 
 
 def check_fp8_device(device) -> None:
@@ -117,8 +122,17 @@ class Quantized(nn.Module):
         return {suffix: getattr(self, name + suffix) for suffix in SUFFIXES[self.formats[name]]}
 
     def store(self, name: str, w: torch.Tensor) -> None:
-        for suffix, t in quantize_tensor(w.detach(), self.formats[name], self.group).items():
-            self._buffers[name + suffix] = t  # on w's device
+        """Quantize float weights `w` into `name`'s tensors (on w's device), STORE_CHUNK elements at a time along
+        the first axis, so the float32 temporaries stay small beside a 1 GB expert tensor."""
+        fmt, w = self.formats[name], w.detach()
+        out = {suffix: torch.empty(shape, dtype=dtype, device=w.device)
+               for suffix, (shape, dtype) in parts(fmt, tuple(w.shape), self.group, w.dtype).items()}
+        step = max(1, STORE_CHUNK // max(1, w[0].numel()))
+        for i in range(0, w.shape[0], step):
+            for suffix, t in quantize_tensor(w[i:i + step], fmt, self.group).items():
+                out[suffix][i:i + step] = t
+        for suffix, t in out.items():
+            self._buffers[name + suffix] = t
 
     def weight_of(self, name: str, dtype: torch.dtype) -> torch.Tensor:
         return dequantize(self.stored(name), self.formats[name], dtype)
