@@ -8,11 +8,9 @@ prefill piece and a denoising step. Also times the int4 candidate dgemma does no
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-
 import torch
 
+from dgemma.bench.hardware import timed
 from dgemma.bench.report import publish_table
 from dgemma.config import get_preset
 from dgemma.moe import Experts
@@ -22,13 +20,7 @@ FORMATS = ("int8", "int4", "fp8")
 
 
 def median_ms(fn, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
+    return 1000 * timed(fn, "cpu", reps=reps)[0]
 
 
 def int4pack(linear: torch.nn.Linear, group: int):

@@ -18,18 +18,10 @@ from dgemma.config import get_preset
 BUNDLED = Path(__file__).resolve().parent.parent / "dgemma" / "assets" / "code"
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """A random small model over the bundled tokenizer's vocabulary, canvas 16, context 96."""
-    from dgemma.tokenizer import Tokenizer
-    tok = Tokenizer.from_dir(BUNDLED)
-    cfg = get_preset("tiny").replace(vocab_size=tok.vocab_size, canvas_length=16, max_position_embeddings=96)
-    m = DiffusionGemma(cfg)
-    m.init_weights(torch.Generator().manual_seed(0))
-    path = tmp_path_factory.mktemp("cli-model")
-    m.save_pretrained(path)
-    shutil.copy(BUNDLED / "tokenizer.json", path / "tokenizer.json")
-    return path
+@pytest.fixture
+def ckpt(text_ckpt):
+    """A random small model over the bundled tokenizer's vocabulary, canvas 16, context 96 (conftest.py)."""
+    return text_ckpt
 
 
 def run(argv, capsys):

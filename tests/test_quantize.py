@@ -5,7 +5,6 @@ loaded model, quantized checkpoints that round-trip, and the bad inputs the issu
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,6 @@ from dgemma.config import get_preset
 from dgemma.moe import Experts
 from dgemma.quantize import (FP8_MAX, QuantExperts, QuantizationError, QuantLinear, SCHEMES, check_fp8_device,
                              dequantize, quantize_, quantize_tensor, resolve, weight_stats)
-
-BUNDLED = Path(__file__).resolve().parent.parent / "dgemma" / "assets" / "code"
 
 
 def equal_states(a, b) -> bool:
@@ -232,20 +229,6 @@ def test_info_counts_what_quantizing_gives(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["quantized"]["weight_bytes"] == weight_stats(real)["weight_bytes"]
     assert main(["info", str(tmp_path), "--quantize"]) == 2
     assert "already quantized (int4)" in capsys.readouterr().err
-
-
-@pytest.fixture(scope="module")
-def text_ckpt(tmp_path_factory):
-    """A random tiny model over the bundled tokenizer's vocabulary, with that tokenizer."""
-    from dgemma.tokenizer import Tokenizer
-    tok = Tokenizer.from_dir(BUNDLED)
-    cfg = get_preset("tiny").replace(vocab_size=tok.vocab_size, canvas_length=16, max_position_embeddings=96)
-    m = DiffusionGemma(cfg)
-    m.init_weights(torch.Generator().manual_seed(0))
-    path = tmp_path_factory.mktemp("float-model")
-    m.save_pretrained(path)
-    shutil.copy(BUNDLED / "tokenizer.json", path / "tokenizer.json")
-    return path
 
 
 def test_the_quantize_command_writes_a_checkpoint_generate_reads(text_ckpt, tmp_path, capsys):
