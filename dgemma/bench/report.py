@@ -143,6 +143,18 @@ def make_plots(r: dict, plots_dir: Path) -> list[Path]:
     return made
 
 
+def verdict(r: dict) -> str:
+    """Diffusion against AR on these weights and this machine, in one sentence: a denoising step costs as many AR
+    tokens as `break_even`, so diffusion wins where a step commits more tokens than that."""
+    step, token = r["dgemma"]["step_s"], r["ar"]["token_latency_s"]
+    even = step / token
+    side = ("faster than" if even < 15 else "slower than" if even > 20 else "about as fast as")
+    return (f"Diffusion against AR here: one denoising step ({_ms(step)}) costs as much as {even:.1f} AR tokens "
+            f"({_ms(token)} each, batch {r['batch']}), so block diffusion beats AR decoding of these weights on this "
+            f"machine only where a step commits more than {even:.1f} tokens per row; at the 15-20 tokens per pass "
+            f"the released model commits, it would be {side} AR.")
+
+
 def result_markdown(r: dict, plots: list[Path], root: Path) -> str:
     out = [f"## {r['name']}", "",
            f"- command: `{r['command']}`", f"- machine: {r['machine']}", f"- date: {r['date']}",
@@ -162,6 +174,8 @@ def result_markdown(r: dict, plots: list[Path], root: Path) -> str:
             f"larger. The FLOPs count every matmul of the step (projections, dense and routed experts, attention, the "
             f"tied head, and the soft-embedding product that feeds self-conditioning); the elementwise work of "
             f"sampling over the full vocabulary (softmax, random draws, entropy) is not in the floor.", ""]
+    if r.get("ar"):
+        out += [verdict(r), ""]
     sc = r.get("scaling") or {}
     for sweep, cols in (("batch", ["batch"]), ("canvas", ["canvas"]), ("prompt", ["prompt"])):
         rows = sc.get(sweep)
