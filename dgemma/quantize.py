@@ -1,4 +1,4 @@
-"""Weight-only quantization (issue #23): int8, int4, fp8 and `mixed`, in memory and in checkpoints.
+"""Quantized weights (issue #23): int8, int4, fp8 and `mixed`, in memory and in checkpoints.
 
 A scheme names a format for each kind of weight; only the projections of the attention and the dense MLP
 ("linear") and the routed experts' 3-D tensors ("experts", 88% of the released model's text weights) are quantized.
@@ -14,13 +14,19 @@ stores them (the same names in memory; see docs/quantization.md):
 - fp8: `W` float8_e4m3fn (..., N, K), `W_scale` (..., N): w ~ q * scale, max|w| -> 448.
 Scales are held in the model's dtype.
 
-Kernels (bench/quant_cpu.py measures them): a CPU int8 linear runs `torch._weight_int8pack_mm`; an fp8 linear runs
+Kernels (bench/quant_cpu.py measures them): a CPU int8 linear quantizes its activations per row to int8 as well
+and runs the int8 matmul `torch._int_mm` (on the measured AVX-512 CPU faster than bf16 at every token count, where
+the weight-only `torch._weight_int8pack_mm` is 2-3x slower than bf16 from 16 tokens up); an fp8 linear runs
 `torch._scaled_mm` with the activations quantized per row to fp8 (CUDA needs compute capability 8.9+; the CPU has
-the same op); int4 linears, float64 and every expert tensor are dequantized for the call. The experts are
-dequantized one layer per pass, so the grouped matmul stays one grouped matmul.
+the same op); int4 linears, int8 linears on GPUs, float64 and every expert tensor are dequantized for the call.
+The experts are dequantized one layer per pass, so the grouped matmul stays one grouped matmul. On the CPU a
+dequantized weight is written into a reused scratch buffer: a fresh tensor of that size costs more in page faults
+than the conversion itself (3.4 against 0.09 ns a weight, measured).
 """
 
 from __future__ import annotations
+
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -79,19 +85,51 @@ def quantize_tensor(w: torch.Tensor, fmt: str, group: int | None = None) -> dict
     return {"": q[..., 0::2] | (q[..., 1::2] << 4), "_scale": scale, "_zero": zero.to(torch.uint8)}
 
 
-def dequantize(stored: dict[str, torch.Tensor], fmt: str, dtype: torch.dtype) -> torch.Tensor:
-    """The stored tensors of one weight (suffix -> tensor) -> its (..., N, K) values in `dtype`. One new tensor
-    of the result's size, then in-place steps: a layer of the released experts is 1 GB in bf16."""
+def dequantize(stored: dict[str, torch.Tensor], fmt: str, dtype: torch.dtype, scratch: str | None = None
+               ) -> torch.Tensor:
+    """The stored tensors of one weight (suffix -> tensor) -> its (..., N, K) values in `dtype`. One tensor of the
+    result's size (with `scratch`, that slot's reused buffer, see `scratch_buffer`), then in-place steps: a layer
+    of the released experts is 1 GB in bf16."""
     q, scale = stored[""], stored["_scale"].to(dtype)
+    shape = (*q.shape[:-1], q.shape[-1] * (2 if fmt == "int4" else 1))
+    out = scratch_buffer(scratch, shape, dtype, q.device)
     if fmt != "int4":
-        return q.to(dtype).mul_(scale[..., None])
-    codes = torch.empty(*q.shape, 2, dtype=dtype, device=q.device)  # (..., N, K/2, 2): low and high nibbles
-    codes[..., 0].copy_(q & 15)  # (cast while copying; the only other temporary is one byte per code pair)
-    codes[..., 1].copy_(q >> 4)
+        return out.copy_(q).mul_(scale[..., None])
+    nibbles = scratch_buffer(scratch and scratch + ".nibbles", (*q.shape, 2), torch.uint8, q.device)
+    torch.bitwise_and(q, 15, out=nibbles[..., 0])  # (..., N, K/2, 2): low and high nibbles, one byte each,
+    torch.bitwise_right_shift(q, 4, out=nibbles[..., 1])
+    codes = out.view(*q.shape, 2).copy_(nibbles)  # then cast in one contiguous copy
     *lead, N, half, _ = codes.shape
     groups = codes.view(*lead, N, scale.shape[-1], -1)
     groups.sub_(stored["_zero"].to(dtype)[..., None]).mul_(scale[..., None])
     return groups.view(*lead, N, 2 * half)
+
+
+_scratch = threading.local()  # per thread: slot -> flat buffer
+
+
+def scratch_buffer(slot: str | None, shape: tuple, dtype: torch.dtype, device) -> torch.Tensor:
+    """An uninitialised tensor of `shape`: on the CPU, outside autograd and torch.compile and with a `slot`, a
+    view of that slot's buffer, kept per thread and grown as needed (the next call with the slot overwrites it),
+    otherwise a new one. A new CPU tensor of a weight's size comes as fresh pages from the OS, each faulted in."""
+    device = torch.device(device)
+    if slot is None or device.type != "cpu" or torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return torch.empty(shape, dtype=dtype, device=device)
+    n, buffers = 1, _scratch.__dict__.setdefault("buffers", {})
+    for d in shape:
+        n *= d
+    buf = buffers.get((slot, dtype))
+    if buf is None or buf.numel() < n:
+        buf = buffers[(slot, dtype)] = None
+        buf = buffers[(slot, dtype)] = torch.empty(n, dtype=dtype)  # (the old one freed first)
+    return buf[:n].view(shape)
+
+
+def rowwise(x: torch.Tensor, fmt: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Activations (T, K) quantized per row for an int8 or fp8 matmul: the codes and the float32 scales (T, 1)."""
+    xs = (x.abs().amax(-1, keepdim=True).float() / (127 if fmt == "int8" else FP8_MAX)).clamp_(min=1e-12)
+    xf = x.float() / xs
+    return (xf.round_().clamp_(-127, 127).to(torch.int8) if fmt == "int8" else xf.to(torch.float8_e4m3fn)), xs
 
 
 def check_fp8_device(device) -> None:
@@ -134,8 +172,8 @@ class Quantized(nn.Module):
         for suffix, t in out.items():
             self._buffers[name + suffix] = t
 
-    def weight_of(self, name: str, dtype: torch.dtype) -> torch.Tensor:
-        return dequantize(self.stored(name), self.formats[name], dtype)
+    def weight_of(self, name: str, dtype: torch.dtype, scratch: str | None = None) -> torch.Tensor:
+        return dequantize(self.stored(name), self.formats[name], dtype, scratch)
 
     def _apply(self, fn, recurse=True):
         """`.to(dtype)` moves the scales to the new dtype but leaves the codes' dtypes (fp8 is a floating dtype
@@ -168,18 +206,17 @@ class QuantLinear(Quantized):
         shape, fmt = x.shape, self.formats["weight"]
         x2 = x.reshape(-1, shape[-1])
         scale = self.weight_scale
-        fast = x2.dtype in (torch.float32, torch.bfloat16) and x2.dtype == scale.dtype
-        if fast and fmt == "int8" and x2.device.type == "cpu":
-            y = torch._weight_int8pack_mm(x2.contiguous(), self.weight, scale)
-        elif fast and fmt == "fp8" and shape[-1] % 16 == 0 and scale.shape[0] % 16 == 0 and (
+        if fmt == "int8" and x2.device.type == "cpu" and x2.dtype in (torch.float32, torch.bfloat16):
+            xq, xs = rowwise(x2, "int8")  # W8A8: the int32 sums are exact, the two scales applied after
+            y = torch._int_mm(xq, self.weight.t()).float().mul_(xs).mul_(scale.float()).to(x2.dtype)
+        elif fmt == "fp8" and x2.dtype in (torch.float32, torch.bfloat16) and x2.dtype == scale.dtype and (
+                shape[-1] % 16 == 0 and scale.shape[0] % 16 == 0) and (
                 x2.device.type == "cpu" or x2.dtype == torch.bfloat16):  # (CUDA's row-wise scaling: bf16 out)
-            # activations per row to fp8 (W8A8, the row scales applied to the output by the kernel)
-            xs = (x2.abs().amax(-1, keepdim=True).float() / FP8_MAX).clamp_(min=1e-12)
-            xq = (x2.float() / xs).to(torch.float8_e4m3fn)
+            xq, xs = rowwise(x2, "fp8")  # W8A8, the row scales applied to the output by the kernel
             y = torch._scaled_mm(xq, self.weight.t(), scale_a=xs, scale_b=scale.float()[None],
                                  out_dtype=x2.dtype)
         else:
-            y = F.linear(x2, self.weight_of("weight", x2.dtype))
+            y = F.linear(x2, self.weight_of("weight", x2.dtype, scratch="linear"))
         return y.view(*shape[:-1], y.shape[-1])
 
 
@@ -198,9 +235,14 @@ class QuantExperts(Quantized, Experts):
     def weights(self, used: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The dequantized experts (E, 2I, H), (E, H, I); with `used`, only those experts, in that order."""
         dtype = self.gate_up_proj_scale.dtype
-        pick = (lambda t: t) if used is None else (lambda t: t[used])
-        return tuple(dequantize({k: pick(t) for k, t in self.stored(name).items()}, self.formats[name], dtype)
-                     for name in ("gate_up_proj", "down_proj"))
+
+        def pick(name, suffix, t):  # the used experts' stored tensors, gathered into scratch as well
+            if used is None:
+                return t
+            out = scratch_buffer(f"{name}.{suffix}used", (len(used), *t.shape[1:]), t.dtype, t.device)
+            return torch.index_select(t, 0, used, out=out)
+        return tuple(dequantize({k: pick(name, k, t) for k, t in self.stored(name).items()}, self.formats[name],
+                                dtype, scratch=name) for name in ("gate_up_proj", "down_proj"))
 
     def forward(self, x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor, rows: int = 1) -> torch.Tensor:
         """Fewer assignments than experts (an AR token, a short prefill): only the experts in use are dequantized,
@@ -298,8 +340,9 @@ GROUP_HELP = "inputs per int4 group (default: the largest of 128, 64, 32 that di
 def add_quantize_args(p, verb: str = "quantize the weights while loading") -> None:
     """--quantize [SCHEME] and --group-size, the same on every command that loads a model."""
     p.add_argument("--quantize", nargs="?", const=DEFAULT_SCHEME, choices=list(SCHEMES), default=None,
-                   metavar="SCHEME", help=f"{verb}, weight-only: int8 (per output channel), int4 (groups with a "
-                   "scale and zero point), fp8 (e4m3 per row, GPUs of compute capability 8.9+ and CPUs) or mixed "
+                   metavar="SCHEME", help=f"{verb}: int8 (per output channel; a CPU quantizes the activations "
+                   "per row too, for int8 matmuls), int4 (groups with a scale and zero point), fp8 (e4m3 per row, "
+                   "GPUs of compute capability 8.9+ and CPUs) or mixed "
                    f"(int4 experts, int8 attention and dense MLP); --quantize alone means {DEFAULT_SCHEME} "
                    "(default: off)")
     p.add_argument("--group-size", type=int, default=None, help=GROUP_HELP)

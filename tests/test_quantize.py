@@ -61,11 +61,11 @@ def test_int4_layout_is_two_codes_a_byte_low_nibble_first():
 
 @pytest.mark.parametrize("fmt", ["int8", "fp8"])
 def test_linear_kernels_compute_the_dequantized_product(fmt):
-    """A float32 CPU call runs torch._weight_int8pack_mm (int8) or torch._scaled_mm with per-row fp8 activations
-    (fp8, as on a GPU); each must equal x @ dequantized(W)^T (fp8: of the fp8-rounded x) up to float32 summation:
-    K * eps * sum|x||w| per output bounds any order of the K products, so it holds for AVX2 and AVX-512 kernels
-    alike (about 1e-3 here against outputs of order 10), while a scale on the wrong axis or a dropped one is off
-    by O(1)."""
+    """A float32 CPU call quantizes the activations per row (int8: to max|x|/127 steps, for torch._int_mm; fp8: to
+    e4m3, for torch._scaled_mm, as on a GPU); each must equal (rounded x) @ dequantized(W)^T up to float32
+    rounding: K * eps * sum|x||w| per output bounds any order of the K products (int8 sums are exact, then three
+    float32 roundings), so it holds for AVX2 and AVX-512 kernels alike (about 1e-3 here against outputs of order
+    10), while a scale on the wrong axis, a dropped one or unrounded activations are off by far more."""
     g = torch.Generator().manual_seed(1)
     lin = torch.nn.Linear(96, 64, bias=False)
     with torch.no_grad():
@@ -73,10 +73,10 @@ def test_linear_kernels_compute_the_dequantized_product(fmt):
     q = QuantLinear.of(lin, fmt, None)
     x = torch.randn(2, 5, 96, generator=g)
     w = q.weight_of("weight", torch.float64)
-    xd = x.double()
-    if fmt == "fp8":
-        xs = x.abs().amax(-1, keepdim=True) / FP8_MAX
-        xd = (x / xs).to(torch.float8_e4m3fn).double() * xs.double()
+    xs = x.abs().amax(-1, keepdim=True) / (127 if fmt == "int8" else FP8_MAX)
+    xr = (x / xs).round() if fmt == "int8" else (x / xs).to(torch.float8_e4m3fn)
+    xd = xr.double() * xs.double()
+    assert (F.linear(x.double(), w) - F.linear(xd, w)).abs().max() > 1e-2  # the activations' rounding shows
     ref = F.linear(xd, w)
     bound = 96 * torch.finfo(torch.float32).eps * (xd.abs() @ w.abs().t())
     y = q(x)
@@ -98,6 +98,24 @@ def test_quantized_experts_dequantize_only_what_a_short_pass_uses(fmt):
     x, index = torch.randn(2, 64, generator=g), torch.tensor([[5, 2], [2, 7]])
     weights = torch.tensor([[0.7, 0.3], [0.4, 0.6]])
     assert torch.equal(q(x, index, weights), q.routed(x, index, weights, 1, *q.weights()))
+
+
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+def test_cpu_dequantization_reuses_its_slot_buffer_outside_autograd(fmt):
+    """Without autograd a CPU dequantization with a scratch slot writes into that slot's buffer, the same memory
+    call after call (grown for a larger weight), with a fresh tensor's values; with autograd on it returns a
+    fresh tensor, since a weight saved for the backward pass must not be overwritten."""
+    g = torch.Generator().manual_seed(3)
+    small, big = (quantize_tensor(torch.randn(*shape, generator=g), fmt, 16) for shape in ((4, 32), (8, 64)))
+    with torch.no_grad():
+        a = dequantize(small, fmt, torch.float32, "test")
+        assert torch.equal(a, dequantize(small, fmt, torch.float32))
+        assert dequantize(small, fmt, torch.float32, "test").data_ptr() == a.data_ptr()
+        b = dequantize(big, fmt, torch.float32, "test")
+        assert torch.equal(b, dequantize(big, fmt, torch.float32))
+        assert dequantize(small, fmt, torch.float32, "test").data_ptr() == b.data_ptr()
+    with torch.enable_grad():
+        assert dequantize(small, fmt, torch.float32, "test").data_ptr() != b.data_ptr()
 
 
 # per scheme: the mean KL(float || quantized) of a tiny random model's next-token distributions. Measured on
