@@ -251,9 +251,11 @@ def test_sampler_tiles_compute_what_the_whole_logits_give(monkeypatch):
         torch.testing.assert_close(stats.soft, model.soft_embeddings(logits))
 
 
-def test_sampler_holds_no_tensor_beyond_a_tile_at_the_released_vocabulary():
-    """At V = 262,144 a canvas row of float32 logits is 32 MiB here (L = 32); the largest tensor the sampler
-    makes is one tile's float64 uniforms (twice a tile of float32 logits, 8 MiB)."""
+def test_sampler_holds_no_tensor_beyond_a_tile_at_the_released_vocabulary(monkeypatch):
+    """At V = 262,144 a canvas row of float32 logits is 32 MiB here (L = 32); with 4 MiB tiles (smaller than the
+    default, so the canvas spans several) the largest tensor the sampler makes is one tile's float64 uniforms
+    (twice a tile of float32 logits, 8 MiB)."""
+    monkeypatch.setitem(dgemma.sampling.TILE_BYTES, "cpu", 4 * 2**20)
     from torch.utils._python_dispatch import TorchDispatchMode
     from dgemma.config import get_preset
     cfg = get_preset("tiny").replace(vocab_size=262_144, num_layers=1, layer_types=["sliding_attention"])
