@@ -95,10 +95,9 @@ def dequantize(stored: dict[str, torch.Tensor], fmt: str, dtype: torch.dtype, sc
     out = scratch_buffer(scratch, shape, dtype, q.device)
     if fmt != "int4":
         return out.copy_(q).mul_(scale[..., None])
-    nibbles = scratch_buffer(scratch and scratch + ".nibbles", (*q.shape, 2), torch.uint8, q.device)
-    torch.bitwise_and(q, 15, out=nibbles[..., 0])  # (..., N, K/2, 2): low and high nibbles, one byte each,
-    torch.bitwise_right_shift(q, 4, out=nibbles[..., 1])
-    codes = out.view(*q.shape, 2).copy_(nibbles)  # then cast in one contiguous copy
+    codes = out.view(*q.shape, 2)  # (..., N, K/2, 2): the low and high nibbles, cast as they are written
+    torch.bitwise_and(q, 15, out=codes[..., 0])
+    torch.bitwise_right_shift(q, 4, out=codes[..., 1])
     *lead, N, half, _ = codes.shape
     groups = codes.view(*lead, N, scale.shape[-1], -1)
     groups.sub_(stored["_zero"].to(dtype)[..., None]).mul_(scale[..., None])
