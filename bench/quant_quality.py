@@ -45,6 +45,10 @@ def main(argv=None) -> int:
     p.add_argument("--docs", type=int, default=200, help="held-out code documents for the KL (default 200)")
     p.add_argument("--code-tasks", type=int, default=30, help="code tasks per kind (default 30; 0: skip)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--variants", nargs="+", default=["float32", *SCHEMES], metavar="SCHEME[:GROUP]",
+                   help="rows to measure: float32 and schemes, a scheme optionally with its int4 group size "
+                   "(mixed:32); default: float32 and every scheme with the default groups")
+    p.add_argument("--name", default="quant-quality", help="results name (bench/results/NAME.json)")
     p.add_argument("--no-save", action="store_true", help="print the table only")
     args = p.parse_args(argv)
     if args.threads:
@@ -60,20 +64,24 @@ def main(argv=None) -> int:
     header = ["weights", "Sudoku bytes", "singles solved", "search solved", "tokens per forward (singles, search)",
               "code KL per token", "code: complete pass", "code: infill-body pass"]
     rows = []
-    for variant in ("float32", *SCHEMES):
-        scheme = variant if variant in SCHEMES else None
-        model = load_model(None, scheme)
+    for variant in args.variants:
+        scheme, _, group = variant.partition(":")
+        scheme, group = (None if scheme == "float32" else scheme), (int(group) if group else None)
+        if scheme is not None and scheme not in SCHEMES:
+            p.error(f"unknown variant {variant!r}: use float32 or one of {', '.join(SCHEMES)}, optionally :GROUP")
+        model = load_model(None, scheme, group)
         solved = {k: sudoku_cli.evaluate(model, "diffusion", puzzles[k], k, True, cfg, batch=100)
                   for k in puzzles}
         kl = ""
-        if variant != "float32":
-            q = next_token_logprobs(DiffusionGemma.from_pretrained(CODE, quantize=scheme).eval(), docs)
+        if scheme is not None:
+            q = next_token_logprobs(DiffusionGemma.from_pretrained(CODE, quantize=scheme, group_size=group).eval(),
+                                    docs)
             total = sum(F.kl_div(b, a, log_target=True, reduction="sum").item() for a, b in zip(ref, q))
             kl = f"{total / sum(len(d) for d in docs):.2e}"
         code = {}
         if args.code_tasks:
             for r in code_eval.evaluate(str(CODE), args.code_tasks, ("complete", "infill-body"), None,
-                                        quantize=scheme, progress=False):
+                                        quantize=scheme, group_size=group, progress=False):
                 if r["method"] == "diffusion":
                     code[r["task"]] = f"{100 * r['pass_rate']:.1f}%"
         rows.append([variant, f"{weight_stats(model)['weight_bytes'] / 1e6:.2f} MB",
@@ -83,8 +91,8 @@ def main(argv=None) -> int:
                      kl or "-", code.get("complete", "-"), code.get("infill-body", "-")])
         print(" | ".join(rows[-1]), flush=True)
     if not args.no_save:
-        publish_table(True, "quant-quality", "What quantization costs the bundled models",
-                      "python bench/quant_quality.py" + (f" --threads {args.threads}" if args.threads else ""),
+        command = " ".join(["python bench/quant_quality.py", *(a for a in (argv or sys.argv[1:]) if a != "--no-save")])
+        publish_table(True, args.name, "What quantization costs the bundled models", command,
                       header, rows,
                       f"Sudoku: the bundled model with the CLI's defaults (dgemma sudoku --eval {args.puzzles}, block "
                       "diffusion, givens clamped, pass@1) on the same fresh test puzzles for every row. Code: the "
@@ -92,7 +100,9 @@ def main(argv=None) -> int:
                       f"every position of {args.docs} held-out function documents (at most 512 tokens each) and "
                       f"divided by their tokens; pass rates of block diffusion on {args.code_tasks} held-out tasks "
                       "each (python -m dgemma.tasks.code_eval). Both checkpoints hold bf16 weights: the float32 row "
-                      "computes on them exactly, the others in float32 on their quantized copies (int4 groups: the largest of 128, 64, 32 dividing every width).")
+                      "computes on them exactly, the others in float32 on their quantized copies (int4 "
+                      "groups: SCHEME:G gives G, otherwise the largest of 128, 64, 32 dividing every width: 128 "
+                      "for both models).")
     return 0
 
 

@@ -26,6 +26,7 @@ than the conversion itself (3.4 against 0.09 ns a weight, measured).
 
 from __future__ import annotations
 
+import math
 import threading
 
 import torch
@@ -114,14 +115,11 @@ def scratch_buffer(slot: str | None, shape: tuple, dtype: torch.dtype, device) -
     device = torch.device(device)
     if slot is None or device.type != "cpu" or torch.is_grad_enabled() or torch.compiler.is_compiling():
         return torch.empty(shape, dtype=dtype, device=device)
-    n, buffers = 1, _scratch.__dict__.setdefault("buffers", {})
-    for d in shape:
-        n *= d
-    buf = buffers.get((slot, dtype))
-    if buf is None or buf.numel() < n:
-        buf = buffers[(slot, dtype)] = None
-        buf = buffers[(slot, dtype)] = torch.empty(n, dtype=dtype)  # (the old one freed first)
-    return buf[:n].view(shape)
+    n, buffers = math.prod(shape), _scratch.__dict__.setdefault("buffers", {})
+    if buffers.get((slot, dtype)) is None or buffers[(slot, dtype)].numel() < n:
+        buffers[(slot, dtype)] = None  # (the old one freed before the new one is made)
+        buffers[(slot, dtype)] = torch.empty(n, dtype=dtype)
+    return buffers[(slot, dtype)][:n].view(shape)
 
 
 def rowwise(x: torch.Tensor, fmt: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -110,11 +110,11 @@ def same(a: str, b: str) -> bool:
 
 
 def evaluate(model_dir: str, n: int, kinds, steps: int | None, seed: int = 0, progress: bool = True,
-             quantize: str | None = None) -> list[dict]:
+             quantize: str | None = None, group_size: int | None = None) -> list[dict]:
     from tqdm import tqdm
 
     from ..tokenizer import Tokenizer
-    model = DiffusionGemma.from_pretrained(model_dir, quantize=quantize).eval()
+    model = DiffusionGemma.from_pretrained(model_dir, quantize=quantize, group_size=group_size).eval()
     tok = Tokenizer.from_dir(model_dir)
     engine = Engine(model)
     cfg = GenerationConfig.from_checkpoint(model.generation_defaults, max_new_tokens=2 * model.config.canvas_length,
