@@ -92,7 +92,9 @@ def main(argv=None) -> int:
         print(" | ".join(rows[-1]), flush=True)
     if not args.no_save:
         command = " ".join(["python bench/quant_quality.py", *(a for a in (argv or sys.argv[1:]) if a != "--no-save")])
-        publish_table(True, args.name, "What quantization costs the bundled models", command,
+        title = "What quantization costs the bundled models" + (
+            "" if args.variants == p.get_default("variants") else f": {', '.join(args.variants)}")
+        publish_table(True, args.name, title, command,
                       header, rows,
                       f"Sudoku: the bundled model with the CLI's defaults (dgemma sudoku --eval {args.puzzles}, block "
                       "diffusion, givens clamped, pass@1) on the same fresh test puzzles for every row. Code: the "
