@@ -251,10 +251,12 @@ def test_info_counts_what_quantizing_gives(tmp_path, capsys):
 
 def test_the_quantize_command_writes_a_checkpoint_generate_reads(text_ckpt, tmp_path, capsys):
     """dgemma quantize writes DIR whole (tokenizer included); generating from it gives the tokens of quantizing
-    while loading; an existing DIR, a quantized source and a failing write leave nothing behind."""
+    while loading; an existing DIR, a quantized source and a failing write leave nothing behind. The command
+    leaves the calling process's autograd on (it once switched it off for every later test in the process)."""
     out = tmp_path / "q"
     assert main(["quantize", str(text_ckpt), "--scheme", "mixed", "--out", str(out), "--quiet", "--json",
                  "--dtype", "float32"]) == 0
+    assert torch.is_grad_enabled()
     record = json.loads(capsys.readouterr().out)
     assert record["scheme"] == "mixed" and record["out"] == str(out)
     assert record["weight_bytes"] == weight_stats(DiffusionGemma.from_pretrained(out))["weight_bytes"]

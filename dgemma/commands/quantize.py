@@ -24,6 +24,12 @@ def _written_by_save(name: str) -> bool:
 
 def run(args) -> int:
     import torch
+    with torch.no_grad():  # not torch.set_grad_enabled(False): a caller's process keeps its autograd
+        return _run(args)
+
+
+def _run(args) -> int:
+    import torch
 
     from .. import hub
     from ..model import DiffusionGemma
@@ -32,7 +38,6 @@ def run(args) -> int:
         raise ValueError(f"--out {out} already exists; name a new directory (nothing is overwritten)")
     if not out.parent.is_dir():
         raise ValueError(f"--out {out}: its parent directory {out.parent} does not exist")
-    torch.set_grad_enabled(False)
     if args.threads:
         torch.set_num_threads(args.threads)
     source = hub.locate(args.checkpoint, args.revision)
