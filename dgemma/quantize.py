@@ -115,11 +115,13 @@ def scratch_buffer(slot: str | None, shape: tuple, dtype: torch.dtype, device) -
     device = torch.device(device)
     if slot is None or device.type != "cpu" or torch.is_grad_enabled() or torch.compiler.is_compiling():
         return torch.empty(shape, dtype=dtype, device=device)
-    n, buffers = math.prod(shape), _scratch.__dict__.setdefault("buffers", {})
-    if buffers.get((slot, dtype)) is None or buffers[(slot, dtype)].numel() < n:
-        buffers[(slot, dtype)] = None  # (the old one freed before the new one is made)
-        buffers[(slot, dtype)] = torch.empty(n, dtype=dtype)
-    return buffers[(slot, dtype)][:n].view(shape)
+    # (a buffer made under inference_mode is an inference tensor: written outside that mode it would raise)
+    key, n = (slot, dtype, torch.is_inference_mode_enabled()), math.prod(shape)
+    buffers = _scratch.__dict__.setdefault("buffers", {})
+    if buffers.get(key) is None or buffers[key].numel() < n:
+        buffers[key] = None  # (the old one freed before the new one is made)
+        buffers[key] = torch.empty(n, dtype=dtype)
+    return buffers[key][:n].view(shape)
 
 
 def rowwise(x: torch.Tensor, fmt: str) -> tuple[torch.Tensor, torch.Tensor]:

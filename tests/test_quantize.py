@@ -104,7 +104,8 @@ def test_quantized_experts_dequantize_only_what_a_short_pass_uses(fmt):
 def test_cpu_dequantization_reuses_its_slot_buffer_outside_autograd(fmt):
     """Without autograd a CPU dequantization with a scratch slot writes into that slot's buffer, the same memory
     call after call (grown for a larger weight), with a fresh tensor's values; with autograd on it returns a
-    fresh tensor, since a weight saved for the backward pass must not be overwritten."""
+    fresh tensor, since a weight saved for the backward pass must not be overwritten; under inference_mode it
+    keeps a buffer of its own, so switching modes raises nothing."""
     g = torch.Generator().manual_seed(3)
     small, big = (quantize_tensor(torch.randn(*shape, generator=g), fmt, 16) for shape in ((4, 32), (8, 64)))
     with torch.no_grad():
@@ -116,6 +117,11 @@ def test_cpu_dequantization_reuses_its_slot_buffer_outside_autograd(fmt):
         assert dequantize(small, fmt, torch.float32, "test").data_ptr() == b.data_ptr()
     with torch.enable_grad():
         assert dequantize(small, fmt, torch.float32, "test").data_ptr() != b.data_ptr()
+    with torch.inference_mode():  # its own buffer (an inference tensor cannot be written outside the mode)
+        c = dequantize(small, fmt, torch.float32, "test")
+        assert torch.equal(c, a) and c.data_ptr() != b.data_ptr()
+    with torch.no_grad():
+        assert torch.equal(dequantize(small, fmt, torch.float32, "test"), a)
 
 
 # per scheme: the mean KL(float || quantized) of a tiny random model's next-token distributions. Measured on
