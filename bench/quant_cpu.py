@@ -83,7 +83,8 @@ def main(argv=None) -> int:
                       "python bench/quant_cpu.py" + (f" --threads {args.threads}" if args.threads else ""),
                       header, rows,
                       "Median of the timed calls, eager. float: the weights in the call's dtype; int8: "
-                      "linears quantize the activations per row and run torch._int_mm; fp8: torch._scaled_mm with per-row fp8 activations "
+                      "linears quantize the activations per row and run torch._int_mm; fp8: torch._scaled_mm "
+                      "with per-row fp8 activations "
                       "(float32 and bf16 alike); int4 and every expert format: dequantized for the call, then the "
                       "float matmul (experts: one grouped matmul, only the used experts when there are fewer "
                       "assignments than experts), written into a reused buffer; int8pack and int4pack: the "

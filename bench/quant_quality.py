@@ -91,7 +91,7 @@ def main(argv=None) -> int:
                      kl or "-", code.get("complete", "-"), code.get("infill-body", "-")])
         print(" | ".join(rows[-1]), flush=True)
     if not args.no_save:
-        command = " ".join(["python bench/quant_quality.py", *(a for a in (argv or sys.argv[1:]) if a != "--no-save")])
+        command = " ".join(["python bench/quant_quality.py", *(sys.argv[1:] if argv is None else argv)])
         title = "What quantization costs the bundled models" + (
             "" if args.variants == p.get_default("variants") else f": {', '.join(args.variants)}")
         publish_table(True, args.name, title, command,

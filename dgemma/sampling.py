@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from .config import DEFAULT_ENTROPY_BOUND
 
-# float32 logits per tile: a CPU tile's transient (logits, probabilities, uniforms, entropy terms) is about six
-# times this (about 7x, bench/sampler_memory.py). Each tile reads the whole head twice (logits, soft embeddings):
+# float32 logits per tile: a CPU tile's transient (logits, probabilities, uniforms, entropy terms) is about seven
+# times this (bench/sampler_memory.py). Each tile reads the whole head twice (logits, soft embeddings):
 # at V = 262,144 (1.5 GB in bf16) a 256-position step took 17.6 s in 4 MiB tiles (4 rows), 7.4 s in 16 MiB and
 # 6.0 s in 32 MiB ones on a 2-core EPYC; 8 MiB keeps a sequence-step's transient under 64 MB (issue #22).
 TILE_BYTES = {"cpu": 8 * 2**20, "cuda": 256 * 2**20}
